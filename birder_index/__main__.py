@@ -1,0 +1,3 @@
+from birder_index.cli import cli
+
+cli()
