@@ -1,0 +1,89 @@
+"""Where a photo is embedded: `Encoder.embed(uint8 pixels) -> float32 (N, D)`, birder's raw `embedding()`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from collections.abc import Iterator
+
+import torch
+
+from birder_index.backbone.hardware import autocast_dtype
+from birder_index.backbone.info import ModelInfo
+from birder_index.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder:
+    """A loaded backbone on a device. Inputs are uint8 (B, 3, H, W) at `info.preprocess.size`."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        embed_fn: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        precision: str = "auto",
+        classify_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        static_batch: int | None = None,
+    ) -> None:
+        self.info = info
+        self.device = device
+        self.dtype = autocast_dtype(device, precision)
+        self._embed_fn = embed_fn
+        self._classify_fn = classify_fn
+        self._static_batch = static_batch  # .pt2 exports with a fixed batch size take exactly that many
+        pre = info.preprocess
+        self._mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.info.embedding_dim
+
+    @property
+    def has_head(self) -> bool:
+        return self._classify_fn is not None and bool(self.info.classes)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float in [0, 1] -> (x - mean) / std, as birder's ToDtype(scale=True) then Normalize."""
+        x = pixels.to(self.device, non_blocking=True).float().div_(255.0)
+        return x.sub_(self._mean).div_(self._std)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+        outs = []
+        with torch.inference_mode(), self._autocast():
+            for chunk, n in self._chunks(pixels):
+                outs.append(fn(self.normalize(chunk))[:n].float())
+        return torch.cat(outs).cpu() if len(outs) > 1 else outs[0].cpu()
+
+    def _chunks(self, pixels: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
+        b = self._static_batch
+        if b is None or pixels.shape[0] == b:
+            yield pixels, pixels.shape[0]
+            return
+        for start in range(0, pixels.shape[0], b):
+            chunk = pixels[start : start + b]
+            n = chunk.shape[0]
+            if n < b:  # pad the last chunk to the exported batch size
+                chunk = torch.cat([chunk, chunk[-1:].expand(b - n, *chunk.shape[1:])])
+            yield chunk, n
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float32 (B, D) on the CPU: birder's raw embedding, not L2-normalised."""
+        if pixels.shape[0] == 0:
+            return torch.empty(0, self.embedding_dim)
+        return self._run(self._embed_fn, pixels)
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Softmax of the model's own classifier head (fine-tuned checkpoints only)."""
+        if not self.has_head or self._classify_fn is None:
+            raise CheckpointError(f"{self.info.name} has no classifier head (it is an encoder checkpoint)")
+        classify = self._classify_fn
+        return torch.softmax(self._run(lambda x: classify(self._embed_fn(x)), pixels), dim=1)

@@ -1,0 +1,193 @@
+"""Names and files to a ready `Encoder`: `--model NAME` (published, downloaded once) or `--weights FILE`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from birder_index.backbone import registry
+from birder_index.backbone.checkpoint import Checkpoint
+from birder_index.backbone.checkpoint import read_checkpoint
+from birder_index.backbone.checkpoint import read_config_json
+from birder_index.backbone.download import cache_dir
+from birder_index.backbone.download import download
+from birder_index.backbone.download import sha256_file
+from birder_index.backbone.encoder import Encoder
+from birder_index.backbone.hardware import resolve_device
+from birder_index.backbone.info import ModelInfo
+from birder_index.backbone.info import Preprocess
+from birder_index.backbone.vit import ViT
+from birder_index.backbone.vit import infer_config
+from birder_index.backbone.vit import load_vit
+from birder_index.backbone.vit_config import merge_config
+from birder_index.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+def load_backbone(
+    model: str | None = None,
+    weights: str | Path | None = None,
+    *,
+    size: int | tuple[int, int] | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Encoder:
+    """Load a backbone for inference.
+
+    - `model` alone: published weights by name (`vit_reg4_m16_rms_avg_i-jepa`), downloaded once into the cache.
+    - `weights`: a local `.pt`, `.safetensors` or `.pt2` file; `model` may then name its architecture.
+    - `size`: input size; for ViTs the position embedding is resized as birder's `adjust_size` does.
+    - `sha256`: the file's known hash (skips re-hashing a large file whose identity is already established).
+    """
+    path, arch_hint, name, sha256 = _resolve_file(model, weights, sha256, progress)
+    ckpt = read_checkpoint(path)
+    dev = resolve_device(device)
+    new_size = (size, size) if isinstance(size, int) else size
+    if sha256 is None:
+        sha256 = sha256_file(path)
+    if ckpt.format == "pt2":
+        return _pt2_encoder(ckpt, name, sha256, dev, precision, new_size)
+    return _vit_encoder(ckpt, arch_hint, name, sha256, dev, precision, new_size)
+
+
+def _resolve_file(
+    model: str | None, weights: str | Path | None, sha256: str | None, progress: bool
+) -> tuple[Path, str | None, str, str | None]:
+    """(file, architecture hint, model name, known sha256)."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        arch = None
+        if model:
+            arch = registry.canonical_arch(model) or registry.canonical_arch(registry.pretrained(model).arch)
+        return path, arch, path.stem, sha256
+    if not model:
+        raise CheckpointError("no model given: use --model NAME (see `birder-index models`) or --weights FILE")
+    if Path(model).suffix in (".pt", ".pt2", ".safetensors") and Path(model).is_file():
+        return Path(model), None, Path(model).stem, sha256
+    w = registry.pretrained(model)
+    dest = cache_dir() / "models" / w.filename
+    if not _verified(dest, w.sha256):
+        download(w.url, dest, w.sha256, progress=progress)
+        _mark_verified(dest, w.sha256)
+    return dest, registry.canonical_arch(w.arch), w.name, w.sha256
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    """A cached download verified earlier and untouched since (same size and mtime) is not hashed again."""
+    marker = path.with_name(path.name + ".sha256")
+    try:
+        record = json.loads(marker.read_text())
+        st = path.stat()
+    except (OSError, ValueError):
+        return False
+    return bool(record == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+def _mark_verified(path: Path, sha256: str) -> None:
+    st = path.stat()
+    marker = path.with_name(path.name + ".sha256")
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    os.replace(tmp, marker)
+
+
+def _preprocess(ckpt: Checkpoint, size: tuple[int, int]) -> Preprocess:
+    mean, std = ckpt.rgb_stats["mean"], ckpt.rgb_stats["std"]
+    return Preprocess(size=size, mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
+
+
+def _classes(ckpt: Checkpoint) -> tuple[str, ...]:
+    by_index = sorted(ckpt.class_to_idx.items(), key=lambda kv: kv[1])
+    return tuple(name for name, _ in by_index)
+
+
+def _architecture(ckpt: Checkpoint, hint: str | None) -> str | None:
+    if hint:
+        return hint
+    cfg = read_config_json(ckpt.path)
+    if cfg is not None:
+        name = cfg.get("registered_name") or cfg.get("alias") or cfg.get("name")
+        if name and registry.canonical_arch(name):
+            return registry.canonical_arch(name)
+    return registry.arch_from_filename(ckpt.path.stem)
+
+
+def _vit_encoder(
+    ckpt: Checkpoint,
+    arch_hint: str | None,
+    name: str,
+    sha256: str,
+    device: torch.device,
+    precision: str,
+    new_size: tuple[int, int] | None,
+) -> Encoder:
+    assert ckpt.state is not None
+    arch = _architecture(ckpt, arch_hint)
+    if arch is not None:
+        cfg = merge_config(registry.architecture_config(arch), ckpt.config)
+    else:  # an unnamed file: read the architecture off the tensors
+        from birder_index.backbone.vit import upgrade_legacy_keys
+
+        cfg = merge_config(infer_config(upgrade_legacy_keys(ckpt.state)), ckpt.config)
+        arch = "vit"
+        logger.info("architecture of %s inferred from its tensors: %s", ckpt.path.name, cfg)
+    net: ViT = load_vit(cfg, ckpt.state, ckpt.size, ckpt.num_classes, arch)
+    if new_size is not None:
+        net.adjust_size(new_size)
+    net.to(device)
+    info = ModelInfo(name, arch, sha256, cfg.hidden_dim, _preprocess(ckpt, net.size), _classes(ckpt))
+    classify = net.classify if net.classifier is not None else None
+    return Encoder(info, net.embedding, device, precision, classify_fn=classify)
+
+
+def _pt2_encoder(
+    ckpt: Checkpoint, name: str, sha256: str, device: torch.device, precision: str, new_size: tuple[int, int] | None
+) -> Encoder:
+    assert ckpt.program is not None
+    if ckpt.num_classes > 0:
+        raise CheckpointError(
+            f"{ckpt.path.name} returns logits of {ckpt.num_classes} classes, not an embedding: export the encoder"
+        )
+    shape = _input_shape(ckpt.program)
+    size = ckpt.size
+    if new_size is not None and new_size != size:
+        if isinstance(shape[2], int):
+            raise CheckpointError(
+                f"{ckpt.path.name} was exported for {size[0]}x{size[1]} inputs; --size cannot change it"
+            )
+        size = new_size
+    module = ckpt.program.module().to(device)
+    static_batch = shape[0] if isinstance(shape[0], int) else None
+    dim = _output_dim(ckpt.program)
+    if dim is None:  # no shape metadata: run one blank input
+        with torch.inference_mode():
+            dim = int(module(torch.zeros(static_batch or 1, 3, *size, device=device)).shape[-1])
+    info = ModelInfo(name, "pt2", sha256, dim, _preprocess(ckpt, size))
+    return Encoder(info, module, device, precision, static_batch=static_batch)
+
+
+def _input_shape(program: torch.export.ExportedProgram) -> list[int | torch.SymInt]:
+    """The user input's shape from the exported graph: ints where static, SymInts where dynamic."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs and "val" in node.meta:
+            return list(node.meta["val"].shape)
+    raise CheckpointError("the .pt2 program has no tensor input")
+
+
+def _output_dim(program: torch.export.ExportedProgram) -> int | None:
+    for node in program.graph.nodes:
+        if node.op == "output":
+            outs = node.args[0]
+            first = outs[0] if isinstance(outs, (list, tuple)) else outs
+            val = getattr(first, "meta", {}).get("val")
+            if val is not None and isinstance(val.shape[-1], int):
+                return int(val.shape[-1])
+    return None

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_photos
+from tests.helpers import save_vit
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the user's cache or index settings, and none may download."""
+    monkeypatch.setenv("BIRDER_INDEX_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("BIRDER_INDEX_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    save_vit(folder, "vit_reg4_b16", "pt")
+    save_vit(folder, "vit_reg4_m16_rms_avg", "pt")
+    save_vit(folder, "vit_l16", "pt", num_classes=5, name="vit_l16_tiny_head")
+    save_vit(folder, "vit_reg4_b16", "pt2")
+    return folder
+
+
+@pytest.fixture
+def tiny_pt(checkpoints: Path) -> Path:
+    return checkpoints / "vit_reg4_b16_tiny.pt"
+
+
+@pytest.fixture
+def tiny_pt2(checkpoints: Path) -> Path:
+    return checkpoints / "vit_reg4_b16_tiny.pt2"
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    make_photos(folder)
+    return folder
