@@ -1,0 +1,80 @@
+"""Engines and sessions. SQLite by default (WAL, foreign keys, full fsync); any SQLAlchemy URL works."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy import create_engine
+from sqlalchemy import event
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import sessionmaker
+
+from birder_index.db.models import SCHEMA_VERSION
+from birder_index.db.models import Base
+from birder_index.db.models import Meta
+from birder_index.errors import BirderIndexError
+from birder_index.errors import IndexMismatch
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers (search, info) keep working while a build writes. FULL: a commit survives power loss, which
+    # the embedding store's committed length relies on.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def connect(url: str) -> Engine:
+    try:
+        engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        raise BirderIndexError(f"--db {url!r}: {e}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def open_database(url: str, create: bool = False) -> Engine:
+    """Open (or with `create`, initialise) a birder-index database and check its schema version."""
+    engine = connect(url)
+    try:
+        has_schema = inspect(engine).has_table("meta")
+        if not has_schema:
+            if not create:
+                raise IndexMismatch(f"{_display(url)} is not a birder-index database")
+            Base.metadata.create_all(engine)
+            with Session(engine) as s, s.begin():
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+        with Session(engine) as s:
+            row = s.get(Meta, "schema_version")
+        version = int(row.value) if row else 0
+    except SQLAlchemyError as e:
+        raise BirderIndexError(f"cannot open database {_display(url)}: {str(e).splitlines()[0]}") from None
+    if version > SCHEMA_VERSION:
+        raise IndexMismatch(f"{_display(url)} has schema {version}; this birder-index reads up to {SCHEMA_VERSION}")
+    Base.metadata.create_all(engine)  # tables added by later versions of the same schema line
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any error."""
+    maker = sessionmaker(engine, expire_on_commit=False)
+    with maker() as s, s.begin():
+        yield s
+
+
+def _display(url: str) -> str:
+    return url.removeprefix("sqlite:///")

@@ -1,0 +1,248 @@
+"""Query functions, each taking a Session first. SQL lives here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from typing import TypeVar
+
+import numpy as np
+from sqlalchemy import delete
+from sqlalchemy import func
+from sqlalchemy import insert
+from sqlalchemy import select
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from birder_index.db.models import FAILED
+from birder_index.db.models import INDEXED
+from birder_index.db.models import PENDING
+from birder_index.db.models import Image
+from birder_index.db.models import IndexManifest
+from birder_index.db.models import Label
+from birder_index.db.models import LabelSet
+from birder_index.db.models import Meta
+from birder_index.db.models import Model
+from birder_index.db.models import utcnow
+
+T = TypeVar("T")
+
+# -- meta -------------------------------------------------------------------------------------------------------------
+
+
+def get_meta(s: Session, key: str, default: str | None = None) -> str | None:
+    row = s.get(Meta, key)
+    return row.value if row is not None else default
+
+
+def get_int(s: Session, key: str, default: int = 0) -> int:
+    value = get_meta(s, key)
+    return int(value) if value is not None else default
+
+
+def set_meta(s: Session, key: str, value: str | int | float) -> None:
+    s.merge(Meta(key=key, value=str(value)))
+
+
+def get_json(s: Session, key: str) -> Any:
+    value = get_meta(s, key)
+    return json.loads(value) if value is not None else None
+
+
+def set_json(s: Session, key: str, value: Any) -> None:
+    set_meta(s, key, json.dumps(value))
+
+
+def bump_generation(s: Session) -> int:
+    """The data generation counts commits that change the indexed set; the FAISS file records the one it holds."""
+    gen = get_int(s, "generation") + 1
+    set_meta(s, "generation", gen)
+    return gen
+
+
+# -- model ------------------------------------------------------------------------------------------------------------
+
+
+def get_model(s: Session) -> Model | None:
+    return s.scalars(select(Model).order_by(Model.id.desc()).limit(1)).first()
+
+
+# -- images: scanning state -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Known:
+    id: int
+    size: int | None
+    mtime_ns: int | None
+    status: str
+    sha256: str | None
+
+
+def known_files(s: Session) -> dict[str, Known]:
+    """path -> what the database knows of it, for diffing a fresh scan (one query, no ORM objects)."""
+    rows = s.execute(select(Image.path, Image.id, Image.size, Image.mtime_ns, Image.status, Image.sha256))
+    return {path: Known(i, size, mtime, status, sha) for path, i, size, mtime, status, sha in rows}
+
+
+def insert_pending(s: Session, files: Iterable[tuple[str, int, int]]) -> None:
+    rows = [{"path": p, "size": size, "mtime_ns": mtime, "status": PENDING} for p, size, mtime in files]
+    if rows:
+        s.execute(insert(Image), rows)
+
+
+def pending(s: Session) -> list[tuple[int, str]]:
+    """(id, path) of images waiting to be embedded, in id order (the order they were scanned)."""
+    return [
+        (i, p) for i, p in s.execute(select(Image.id, Image.path).where(Image.status == PENDING).order_by(Image.id))
+    ]
+
+
+def set_pending(s: Session, ids: Sequence[int]) -> None:
+    for chunk in _chunks(ids):
+        s.execute(update(Image).where(Image.id.in_(chunk)).values(status=PENDING, error=None))
+
+
+def mark_indexed(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """rows: dicts with id, vector_row, sha256, width, height, size, mtime_ns."""
+    if rows:
+        now = utcnow()
+        s.execute(
+            update(Image),
+            [{**r, "status": INDEXED, "error": None, "indexed_at": now} for r in rows],
+        )
+
+
+def mark_failed(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """rows: dicts with id, error, and where known sha256, size, mtime_ns."""
+    if rows:
+        s.execute(update(Image), [{**r, "status": FAILED, "vector_row": None} for r in rows])
+
+
+def update_stat(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """rows: dicts with id, size, mtime_ns (and optionally path): metadata changes that keep the vector."""
+    if rows:
+        s.execute(update(Image), list(rows))
+
+
+def delete_images(s: Session, ids: Sequence[int]) -> None:
+    for chunk in _chunks(ids):
+        s.execute(delete(Image).where(Image.id.in_(chunk)))
+
+
+def upsert_indexed(s: Session, paths: Sequence[str], rows: np.ndarray) -> list[int]:
+    """Indexed rows for imported vectors: existing paths get the new store row, others are inserted. Returns ids."""
+    existing: dict[str, int] = {}
+    for chunk in _chunks(paths):
+        existing.update({p: i for p, i in s.execute(select(Image.path, Image.id).where(Image.path.in_(chunk)))})
+    now = utcnow()
+    updates = [
+        {"id": existing[p], "vector_row": int(r), "status": INDEXED, "indexed_at": now}
+        for p, r in zip(paths, rows, strict=True)
+        if p in existing
+    ]
+    if updates:
+        s.execute(update(Image), updates)
+    fresh = [
+        {"path": p, "vector_row": int(r), "status": INDEXED, "indexed_at": now}
+        for p, r in zip(paths, rows, strict=True)
+        if p not in existing
+    ]
+    if fresh:
+        stmt = insert(Image).returning(Image.path, Image.id, sort_by_parameter_order=True)
+        existing.update({p: i for p, i in s.execute(stmt, fresh)})
+    return [existing[p] for p in paths]
+
+
+def indexed_rows(s: Session) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, store rows) of every indexed image, by id."""
+    result = s.execute(select(Image.id, Image.vector_row).where(Image.status == INDEXED).order_by(Image.id))
+    arr = np.array(result.all(), dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0].copy(), arr[:, 1].copy()
+
+
+def vector_rows_by_sha(s: Session) -> dict[str, int]:
+    """sha256 -> a store row holding that content's embedding (content embedded once, whatever its paths)."""
+    rows = s.execute(select(Image.sha256, Image.vector_row).where(Image.status == INDEXED, Image.sha256.is_not(None)))
+    return {sha: row for sha, row in rows if sha is not None and row is not None}
+
+
+def counts(s: Session) -> dict[str, int]:
+    rows = s.execute(select(Image.status, func.count()).group_by(Image.status))
+    out = {PENDING: 0, INDEXED: 0, FAILED: 0}
+    out.update({status: n for status, n in rows})
+    return out
+
+
+def failures(s: Session) -> list[tuple[str, str]]:
+    rows = s.execute(select(Image.path, Image.error).where(Image.status == FAILED).order_by(Image.path))
+    return [(p, e or "") for p, e in rows]
+
+
+def paths_of(s: Session, ids: Iterable[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for chunk in _chunks(sorted({int(i) for i in ids if i >= 0})):
+        out.update({i: p for i, p in s.execute(select(Image.id, Image.path).where(Image.id.in_(chunk)))})
+    return out
+
+
+def images_by_ids(s: Session, ids: Iterable[int]) -> dict[int, Image]:
+    out: dict[int, Image] = {}
+    for chunk in _chunks(sorted({int(i) for i in ids})):
+        out.update({img.id: img for img in s.scalars(select(Image).where(Image.id.in_(chunk)))})
+    return out
+
+
+def image_by_path(s: Session, path: str) -> Image | None:
+    return s.scalars(select(Image).where(Image.path == path)).first()
+
+
+# -- labels -----------------------------------------------------------------------------------------------------------
+
+
+def label_set_id(s: Session, name: str, create: bool = False) -> int | None:
+    found = s.scalars(select(LabelSet.id).where(LabelSet.name == name)).first()
+    if found is None and create:
+        row = LabelSet(name=name)
+        s.add(row)
+        s.flush()
+        return row.id
+    return found
+
+
+def set_labels(s: Session, set_name: str, ids: Sequence[int], labels: Sequence[str]) -> None:
+    """Label images in a set (replacing their previous label in that set)."""
+    set_id = label_set_id(s, set_name, create=True)
+    for chunk in _chunks(list(ids)):
+        s.execute(delete(Label).where(Label.set_id == set_id, Label.image_id.in_(chunk)))
+    rows = [{"image_id": int(i), "set_id": set_id, "label": str(lab)} for i, lab in zip(ids, labels, strict=True)]
+    if rows:
+        s.execute(insert(Label), rows)
+
+
+# -- the FAISS manifest -----------------------------------------------------------------------------------------------
+
+
+def get_manifest(s: Session) -> IndexManifest | None:
+    return s.get(IndexManifest, 1)
+
+
+def set_manifest(s: Session, **fields: Any) -> IndexManifest:
+    row = s.get(IndexManifest, 1)
+    if row is None:
+        row = IndexManifest(id=1, **fields)
+        s.add(row)
+    else:
+        for key, value in fields.items():
+            setattr(row, key, value)
+    row.built_at = utcnow()
+    return row
+
+
+def _chunks(values: Sequence[T], size: int = 900) -> Iterable[Sequence[T]]:
+    """SQLite caps bound parameters per statement; IN lists go in chunks."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
