@@ -1,0 +1,94 @@
+"""The FAISS index: inner product on L2-normalised vectors (cosine similarity), ids = images.id.
+
+Plain functions over arrays, in faiss's naming: `xb` database vectors, `xq` queries, `k`, results `(D, I)` with
+`I` the int64 image ids (-1 where fewer than k exist).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from birder_index.indexer.layout import fsync_dir
+
+logger = logging.getLogger(__name__)
+
+
+def new_index(factory: str, d: int) -> faiss.Index:
+    """An empty index from a FAISS factory string, wrapped so it takes our ids (`add_with_ids`)."""
+    base = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if isinstance(base, faiss.IndexFlat):
+        return faiss.IndexIDMap2(base)  # IDMap2 keeps a reverse map, so ids can be listed and removed
+    return base
+
+
+def is_trained(index: faiss.Index) -> bool:
+    return bool(index.is_trained)
+
+
+def add(index: faiss.Index, ids: np.ndarray, xb: np.ndarray) -> None:
+    """Add L2-normalised float32 vectors under int64 ids."""
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(xb, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def remove(index: faiss.Index, ids: np.ndarray) -> int:
+    if not len(ids):
+        return 0
+    return int(index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))))
+
+
+def ids_in(index: faiss.Index) -> np.ndarray:
+    """Every id stored in the index, sorted (used to reconcile the index with the database)."""
+    if isinstance(index, (faiss.IndexIDMap2, faiss.IndexIDMap)):
+        return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+    ivf = faiss.extract_index_ivf(index)
+    invlists: Any = ivf.invlists  # faiss's stubs type it Optional and lack release_ids
+    parts = []
+    for list_no in range(ivf.nlist):
+        n = invlists.list_size(list_no)
+        if n:
+            ptr = invlists.get_ids(list_no)
+            parts.append(faiss.rev_swig_ptr(ptr, n).copy())
+            invlists.release_ids(list_no, ptr)
+    return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+
+
+def search(index: faiss.Index, xq: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(D, I) for L2-normalised float32 queries: D cosine similarities (approximate for compressed indexes)."""
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    if index.ntotal == 0 or k <= 0:
+        return np.full((len(xq), max(k, 0)), -np.inf, np.float32), np.full((len(xq), max(k, 0)), -1, np.int64)
+    params = None
+    if nprobe is not None and _is_ivf(index):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe
+    D, I = index.search(xq, k, params=params)
+    return D, I
+
+
+def _is_ivf(index: faiss.Index) -> bool:
+    try:
+        faiss.extract_index_ivf(index)
+        return True
+    except RuntimeError:
+        return False
+
+
+def save(index: faiss.Index, path: Path) -> None:
+    """Write atomically: a temporary file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def load(path: Path) -> faiss.Index:
+    return faiss.read_index(str(path))

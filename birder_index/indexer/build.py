@@ -1,0 +1,236 @@
+"""`build_index`: a photo folder to rows, vectors and a FAISS index, incrementally, resumably, crash-safely.
+
+The run: lock -> scan -> plan (diff with the database) -> apply row changes -> reader (decode workers) ->
+mapper (encoder) -> writer (store, then database) per batch -> FAISS refresh. Every batch is committed on its own,
+so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from birder_index.db import queries as q
+from birder_index.db.engine import open_database
+from birder_index.db.engine import session_scope
+from birder_index.db.engine import sqlite_url
+from birder_index.errors import BirderIndexError
+from birder_index.errors import IndexMismatch
+from birder_index.indexer.index import Index
+from birder_index.indexer.layout import DB_FILE
+from birder_index.indexer.layout import default_index_dir
+from birder_index.indexer.layout import ensure_writable
+from birder_index.indexer.lock import WriterLock
+from birder_index.indexer.model import ModelSpec
+from birder_index.indexer.model import check_spec
+from birder_index.indexer.model import load_encoder
+from birder_index.indexer.plan import Plan
+from birder_index.indexer.plan import make_plan
+from birder_index.indexer.refresh import refresh_ann
+from birder_index.indexer.scan import scan
+from birder_index.indexer.vectors import VectorStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    batch_size: int | None = None  # default: 32 on CPU, 256 on GPU
+    workers: int | None = None  # decode processes; default from the device and cores
+    exact: bool = False  # birder's exact preprocessing and float32 (no DCT-domain JPEG downscaling, no bf16)
+    retry_failed: bool = False
+    wait: float = 0.0  # seconds to wait for another writer
+    store_dtype: str = "float16"
+    db: str | None = None  # SQLAlchemy URL; default: SQLite inside the index folder
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise BirderIndexError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise BirderIndexError(f"--workers must be >= 0, got {self.workers}")
+        if self.store_dtype not in ("float16", "float32"):
+            raise BirderIndexError(f"--store-dtype must be float16 or float32, got {self.store_dtype}")
+
+
+@dataclass
+class BuildReport:
+    index_dir: Path
+    scanned: int = 0
+    indexed: int = 0  # embedded (or copied from identical content) in this run
+    reused: int = 0  # of those, copied from identical content
+    moved: int = 0
+    touched: int = 0
+    removed: int = 0
+    failed: int = 0  # new failures in this run
+    unchanged: int = 0
+    pending: int = 0  # left to do when interrupted
+    interrupted: bool = False
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.indexed / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+
+# progress(event, value): ("total", n) once, then ("done", n) per batch
+Progress = Callable[[str, int], None]
+
+
+def build_index(
+    photos: str | Path,
+    index_dir: str | Path | None = None,
+    spec: ModelSpec | None = None,
+    options: BuildOptions | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> BuildReport:
+    """Index a photo folder (see the module docstring). `stop` ends the run cleanly after the current batch."""
+    t0 = time.perf_counter()
+    spec = spec or ModelSpec()
+    options = options or BuildOptions()
+    root = Path(photos).expanduser()
+    if not root.is_dir():
+        raise BirderIndexError(f"photo folder not found: {photos}")
+    root = root.resolve()
+    directory = Path(index_dir).expanduser() if index_dir else default_index_dir(root)
+    ensure_writable(directory)
+    stop = stop or threading.Event()
+    with WriterLock(directory, wait=options.wait), _stop_on_signals(stop):
+        engine = open_database(options.db or sqlite_url(directory / DB_FILE), create=True)
+        index = Index(directory, engine)
+        try:
+            report = _build(index, root, spec, options, progress, stop)
+        finally:
+            engine.dispose()
+    report.seconds = time.perf_counter() - t0
+    logger.info(
+        "%d photos indexed in %.1fs (%.1f/s), %d failed, %d unchanged",
+        report.indexed,
+        report.seconds,
+        report.images_per_second,
+        report.failed,
+        report.unchanged,
+    )
+    return report
+
+
+def _build(
+    index: Index, root: Path, spec: ModelSpec, options: BuildOptions, progress: Progress | None, stop: threading.Event
+) -> BuildReport:
+    report = BuildReport(index.dir)
+    _bind_root(index, root)
+    check_spec(index, spec)
+    scanned = scan(root, exclude=index.dir)
+    for folder, reason in scanned.skipped_dirs:
+        logger.warning("folder skipped: %s (%s)", folder, reason)
+    with session_scope(index.engine) as s:
+        plan = make_plan(root, scanned, q.known_files(s), options.retry_failed)
+    report.scanned = len(scanned.files) + len(scanned.problems)
+    _apply_plan(index, plan, report)
+    with session_scope(index.engine) as s:
+        todo = q.pending(s)
+    if todo:
+        _embed(index, root, todo, spec, options, progress, stop, report)
+    if not report.interrupted or report.indexed:
+        refresh_ann(index)
+    return report
+
+
+def _bind_root(index: Index, root: Path) -> None:
+    """An index belongs to one photo folder; an index inside its folder follows the folder if it moves."""
+    with session_scope(index.engine) as s:
+        recorded = q.get_meta(s, "root")
+        inside = index.dir.resolve().parent == root
+        if (
+            recorded is not None
+            and Path(recorded) != root
+            and not (inside and q.get_meta(s, "index_inside_root") == "1")
+        ):
+            raise IndexMismatch(f"the index in {index.dir} is for {recorded}, not {root}; use another --index-dir")
+        q.set_meta(s, "root", str(root))
+        q.set_meta(s, "index_inside_root", "1" if inside else "0")
+
+
+def _apply_plan(index: Index, plan: Plan, report: BuildReport) -> None:
+    """All row changes of the plan in one transaction (new rows enter as pending)."""
+    with session_scope(index.engine) as s:
+        q.insert_pending(s, ((f.path, f.size, f.mtime_ns) for f in plan.new))
+        q.update_stat(s, [{"id": i, "size": f.size, "mtime_ns": f.mtime_ns} for i, f in plan.touched])
+        q.update_stat(s, [{"id": i, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for i, f in plan.moved])
+        q.update_stat(s, [{"id": i, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": None} for i, f in plan.reembed])
+        q.set_pending(s, [i for i, _ in plan.reembed])
+        q.delete_images(s, plan.gone)
+        _record_problems(s, plan.problems)
+        if plan.gone or plan.reembed:
+            q.bump_generation(s)
+    report.moved, report.touched, report.removed = len(plan.moved), len(plan.touched), len(plan.gone)
+    report.unchanged = plan.unchanged
+    report.failed += len(plan.problems)
+    report.failures.extend(plan.problems)
+
+
+def _record_problems(s: Session, problems: list[tuple[str, str]]) -> None:
+    for path, reason in problems:
+        row = q.image_by_path(s, path)
+        if row is None:
+            q.insert_pending(s, [(path, 0, 0)])
+            row = q.image_by_path(s, path)
+        assert row is not None
+        q.mark_failed(s, [{"id": row.id, "error": reason, "sha256": None}])
+
+
+def _embed(
+    index: Index,
+    root: Path,
+    todo: list[tuple[int, str]],
+    spec: ModelSpec,
+    options: BuildOptions,
+    progress: Progress | None,
+    stop: threading.Event,
+    report: BuildReport,
+) -> None:
+    from birder_index.indexer.pipeline import run_pipeline
+
+    encoder = load_encoder(index, spec)
+    with session_scope(index.engine) as s:
+        dtype = q.get_meta(s, "store_dtype") or options.store_dtype
+        file = q.get_meta(s, "store_file") or f"vectors.{dtype[0]}{dtype[-2:]}"  # vectors.f16 / vectors.f32
+        store = VectorStore(index.dir / file, encoder.embedding_dim, dtype, q.get_int(s, "store_rows"))
+        q.set_meta(s, "store_dtype", dtype)
+        q.set_meta(s, "store_file", file)
+    dropped = store.drop_torn_tail()
+    if dropped:
+        logger.warning("dropped %d bytes of an interrupted write from the embedding store", dropped)
+    run_pipeline(index, root, todo, encoder, store, options, progress, stop, report)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C (or SIGTERM): finish the current batch and stop. Second Ctrl-C: stop now (still safe)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,107 @@
+"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels, in worker processes.
+
+Each file is read once: the same bytes are hashed and decoded. A file that cannot be read or decoded becomes a
+failure with its reason and never stops the run. Batches are typed (`DecodedBatch`), not string-keyed dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+
+from birder_index.backbone.images import decode
+from birder_index.errors import ImageError
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    pixels: np.ndarray | None  # uint8 (3, H, W), None on failure
+    error: str | None
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    pixels: torch.Tensor  # uint8 (n_ok, 3, H, W)
+    ok: list[Item]  # decoded, in the order of `pixels`
+    failed: list[Item]
+
+    def pin_memory(self) -> DecodedBatch:
+        """Called by the DataLoader for CUDA: page-locked pixels copy to the GPU asynchronously."""
+        return DecodedBatch(self.pixels.pin_memory(), self.ok, self.failed)
+
+
+def read_item(root: Path, image_id: int, rel: str, size: tuple[int, int], fast: bool) -> Item:
+    try:
+        with open(root / rel, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as e:
+        return Item(image_id, None, (e.strerror or str(e)).lower(), None, None, None, None, None)
+    sha = hashlib.sha256(data).hexdigest()
+    if not data:
+        return Item(image_id, None, "empty file", sha, 0, st.st_mtime_ns, None, None)
+    try:
+        d = decode(data, size, fast=fast)
+    except ImageError as e:
+        return Item(image_id, None, str(e), sha, st.st_size, st.st_mtime_ns, None, None)
+    return Item(image_id, d.pixels, None, sha, st.st_size, st.st_mtime_ns, d.width, d.height)
+
+
+class PhotoDataset(Dataset[Item]):
+    def __init__(self, root: Path, todo: list[tuple[int, str]], size: tuple[int, int], fast: bool) -> None:
+        self.root = root
+        self.todo = todo
+        self.path_of = dict(todo)
+        self.size = size
+        self.fast = fast
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, i: int) -> Item:
+        image_id, rel = self.todo[i]
+        return read_item(self.root, image_id, rel, self.size, self.fast)
+
+
+def collate(items: list[Item]) -> DecodedBatch:
+    ok = [it for it in items if it.pixels is not None]
+    failed = [it for it in items if it.pixels is None]
+    arrays = [it.pixels for it in ok if it.pixels is not None]
+    pixels = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, dtype=torch.uint8)
+    return DecodedBatch(pixels, ok, failed)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: workers ignore it and the main process stops after its batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)  # decode is single-threaded per worker; torch threads would only compete
+
+
+def batches(dataset: PhotoDataset, batch_size: int, workers: int, pin_memory: bool = False) -> Iterable[DecodedBatch]:
+    """Batches in order, decoded `workers` processes ahead of the caller (0: in this process)."""
+    loader: Iterable[DecodedBatch] = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=_worker_init if workers else None,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    return loader

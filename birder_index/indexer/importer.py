@@ -1,0 +1,199 @@
+"""`import_embeddings`: vectors computed elsewhere into an index, streamed in chunks (1M rows take about a minute).
+
+Formats (../shared/birder-models.md §6.1): birder-predict's `--save-embeddings` parquet (`sample`, optional `label`,
+`embedding` as a fixed-size list) and CSV (`sample`, optional `label`, columns "0".."D-1"); also a `.npy` (n, d)
+with a text file of n paths. Re-importing a sample replaces its vector.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from birder_index.db import queries as q
+from birder_index.db.engine import open_database
+from birder_index.db.engine import session_scope
+from birder_index.db.engine import sqlite_url
+from birder_index.db.models import Model
+from birder_index.errors import BirderIndexError
+from birder_index.errors import IndexMismatch
+from birder_index.indexer.index import Index
+from birder_index.indexer.layout import DB_FILE
+from birder_index.indexer.layout import ensure_writable
+from birder_index.indexer.lock import WriterLock
+from birder_index.indexer.model import ModelSpec
+from birder_index.indexer.model import load_encoder
+from birder_index.indexer.refresh import refresh_ann
+from birder_index.indexer.vectors import VectorStore
+
+CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Chunk:
+    samples: list[str]
+    vectors: np.ndarray  # float32 (n, d)
+    labels: list[str] | None
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    imported: int
+    dim: int
+    factory: str
+    seconds: float
+
+
+def read_chunks(path: Path, paths_file: Path | None = None) -> Iterator[Chunk]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            yield from _npy_chunks(path, paths_file)
+        elif suffix == ".parquet":
+            yield from _parquet_chunks(path)
+        elif suffix == ".csv":
+            yield from _csv_chunks(path)
+        else:
+            raise BirderIndexError(f"{path}: unknown embeddings format (expected .parquet, .csv or .npy)")
+    except (OSError, ValueError) as e:
+        raise BirderIndexError(f"cannot read embeddings from {path}: {str(e).splitlines()[0]}") from None
+
+
+def _npy_chunks(path: Path, paths_file: Path | None) -> Iterator[Chunk]:
+    if paths_file is None:
+        raise BirderIndexError("a .npy file needs --paths FILE (one path per row)")
+    xb = np.load(path, mmap_mode="r", allow_pickle=False)
+    samples = paths_file.read_text().splitlines()
+    if xb.ndim != 2 or len(samples) != xb.shape[0]:
+        raise BirderIndexError(f"{path} holds {xb.shape} vectors but {paths_file} lists {len(samples)} paths")
+    for start in range(0, len(samples), CHUNK):
+        yield Chunk(samples[start : start + CHUNK], np.asarray(xb[start : start + CHUNK], np.float32), None)
+
+
+def _table_chunk(batch: object) -> Chunk:
+    import pyarrow as pa
+
+    assert isinstance(batch, pa.RecordBatch)
+    names = batch.schema.names
+    if "sample" not in names:
+        raise BirderIndexError("embeddings table has no `sample` column")
+    samples = [str(s) for s in batch.column("sample").to_pylist()]
+    if "embedding" in names:
+        col = batch.column("embedding")
+        d = col.type.list_size if hasattr(col.type, "list_size") else len(col[0].as_py())
+        vectors = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, d)
+    else:
+        dims = sorted((n for n in names if n.isdigit()), key=int)
+        if not dims:
+            raise BirderIndexError("embeddings table has neither an `embedding` column nor columns 0..D-1")
+        vectors = np.stack([np.asarray(batch.column(n).to_numpy(zero_copy_only=False), np.float32) for n in dims], 1)
+    labels = [str(v) for v in batch.column("label").to_pylist()] if "label" in names else None
+    return Chunk(samples, vectors, labels)
+
+
+def _parquet_chunks(path: Path) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK):
+        yield _table_chunk(batch)
+
+
+def _csv_chunks(path: Path) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    convert = pcsv.ConvertOptions(column_types={"sample": pa.string()})
+    reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=64 << 20), convert_options=convert)
+    for batch in reader:
+        yield _table_chunk(batch)
+
+
+def import_embeddings(
+    source: str | Path,
+    index_dir: str | Path,
+    paths_file: str | Path | None = None,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    label_set: str | None = None,
+) -> ImportReport:
+    t0 = time.perf_counter()
+    directory = Path(index_dir)
+    ensure_writable(directory)
+    with WriterLock(directory):
+        engine = open_database(sqlite_url(directory / DB_FILE), create=True)
+        index = Index(directory, engine)
+        try:
+            n, dim = _import(index, Path(source), Path(paths_file) if paths_file else None, model, weights, label_set)
+            report = refresh_ann(index)
+        finally:
+            engine.dispose()
+    return ImportReport(n, dim, report.factory, time.perf_counter() - t0)
+
+
+def _import(
+    index: Index,
+    source: Path,
+    paths_file: Path | None,
+    model: str | None,
+    weights: str | Path | None,
+    label_set: str | None,
+) -> tuple[int, int]:
+    store: VectorStore | None = None
+    total = 0
+    for chunk in read_chunks(source, paths_file):
+        if store is None:
+            store = _open_store(index, chunk.vectors.shape[1], model, weights)
+        if chunk.vectors.shape[1] != store.dim:
+            raise IndexMismatch(f"embeddings have dimension {chunk.vectors.shape[1]}, the index holds {store.dim}")
+        rows = store.append(chunk.vectors)
+        with session_scope(index.engine) as s:
+            ids = q.upsert_indexed(s, chunk.samples, rows)
+            if chunk.labels is not None and label_set:
+                q.set_labels(s, label_set, ids, chunk.labels)
+            q.set_meta(s, "store_rows", store.rows)
+            q.bump_generation(s)
+        total += len(chunk.samples)
+    if store is None:
+        raise BirderIndexError(f"{source} holds no embeddings")
+    return total, store.dim
+
+
+def _open_store(index: Index, dim: int, model: str | None, weights: str | Path | None) -> VectorStore:
+    with session_scope(index.engine) as s:
+        row = q.get_model(s)
+    if row is None:
+        if model or weights:
+            load_encoder(index, ModelSpec(model, Path(weights) if weights else None), progress=True)
+        else:
+            with session_scope(index.engine) as s:
+                s.add(
+                    Model(
+                        name="imported",
+                        arch="imported",
+                        sha256="",
+                        embedding_dim=dim,
+                        input_height=0,
+                        input_width=0,
+                        rgb_stats=json.dumps({}),
+                        source="imported",
+                    )
+                )
+        row = index.model_row()
+    if row.embedding_dim != dim:
+        raise IndexMismatch(f"embeddings have dimension {dim}, the model {row.name} makes {row.embedding_dim}")
+    with session_scope(index.engine) as s:
+        q.set_meta(s, "store_dtype", q.get_meta(s, "store_dtype") or "float16")
+        q.set_meta(s, "store_file", q.get_meta(s, "store_file") or "vectors.f16")
+        store = VectorStore(
+            index.dir / (q.get_meta(s, "store_file") or ""),
+            dim,
+            q.get_meta(s, "store_dtype") or "",
+            q.get_int(s, "store_rows"),
+        )
+    store.drop_torn_tail()
+    return store

@@ -1,0 +1,225 @@
+"""An open index folder: the SQLite metadata, the embedding store and the FAISS index, kept consistent.
+
+The database and the embedding store are the truth: a batch is appended to the store (fsync) and then committed
+to the database with the store's new length, so after any crash the store is cut back to what the database says.
+The FAISS file is derived data: the manifest names the file and the data generation it holds, and an index whose
+generation lags (a build was killed, or is running) is brought up to date in memory from the store on open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import faiss
+import numpy as np
+from sqlalchemy import Engine
+
+from birder_index.backbone.info import ModelInfo
+from birder_index.backbone.info import Preprocess
+from birder_index.db import queries as q
+from birder_index.db.engine import open_database
+from birder_index.db.engine import session_scope
+from birder_index.db.engine import sqlite_url
+from birder_index.db.models import Model
+from birder_index.errors import BirderIndexError
+from birder_index.errors import IndexMismatch
+from birder_index.indexer import ann
+from birder_index.indexer.layout import DB_FILE
+from birder_index.indexer.layout import find_index_dir
+from birder_index.indexer.vectors import VectorStore
+from birder_index.indexer.vectors import normalize
+
+if TYPE_CHECKING:
+    from birder_index.backbone.encoder import Encoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnnState:
+    index: faiss.Index
+    factory: str
+    params: dict[str, Any]  # nprobe, k_factor, ... as tuned
+
+
+class Index:
+    def __init__(self, directory: Path, engine: Engine) -> None:
+        self.dir = directory
+        self.engine = engine
+        self._ann: AnnState | None = None
+        self._id_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._store: VectorStore | None = None
+
+    # -- what the index holds -------------------------------------------------------------------------------------
+    @property
+    def root(self) -> Path | None:
+        """The photo folder that paths are relative to (None for imported embeddings)."""
+        with session_scope(self.engine) as s:
+            root = q.get_meta(s, "root")
+            inside = q.get_meta(s, "index_inside_root") == "1"
+        if root is None:
+            return None
+        return self.dir.resolve().parent if inside else Path(root)  # an index inside its folder moves with it
+
+    def model_row(self) -> Model:
+        with session_scope(self.engine) as s:
+            row = q.get_model(s)
+        if row is None:
+            raise BirderIndexError(f"the index in {self.dir} has no model yet (build it first)")
+        return row
+
+    def model_info(self) -> ModelInfo:
+        row = self.model_row()
+        stats = json.loads(row.rgb_stats)
+        pre = Preprocess((row.input_height, row.input_width), tuple(stats["mean"]), tuple(stats["std"]))
+        return ModelInfo(row.name, row.arch, row.sha256, row.embedding_dim, pre)
+
+    def store(self) -> VectorStore:
+        """The embedding store as committed now (re-read on each call: a build may have committed more)."""
+        with session_scope(self.engine) as s:
+            rows = q.get_int(s, "store_rows")
+            file = q.get_meta(s, "store_file") or "vectors.f16"
+            dtype = q.get_meta(s, "store_dtype") or "float16"
+        dim = self.model_row().embedding_dim
+        if self._store is None or self._store.rows != rows or self._store.path.name != file:
+            self._store = VectorStore(self.dir / file, dim, dtype, rows)
+        return self._store
+
+    def id_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted image ids, their store rows) of every indexed image."""
+        if self._id_rows is None:
+            with session_scope(self.engine) as s:
+                self._id_rows = q.indexed_rows(s)
+        return self._id_rows
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Raw float32 embeddings for image ids (ids must be indexed)."""
+        all_ids, rows = self.id_rows()
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(all_ids, ids), max(len(all_ids) - 1, 0))
+        if len(ids) and (not len(all_ids) or (all_ids[pos] != ids).any()):
+            raise BirderIndexError("some ids are not indexed")
+        return self.store().get(rows[pos])
+
+    # -- the FAISS index ------------------------------------------------------------------------------------------
+    def ann(self) -> AnnState:
+        """The FAISS index, brought up to the database's committed state in memory if its file lags behind."""
+        if self._ann is None:
+            self._ann = self._load_ann()
+        return self._ann
+
+    def _load_ann(self) -> AnnState:
+        for _attempt in range(3):  # a concurrent build may replace the file between reading the manifest and opening
+            with session_scope(self.engine) as s:
+                manifest = q.get_manifest(s)
+                generation = q.get_int(s, "generation")
+            if manifest is None:
+                return self._exact_from_store()
+            path = self.dir / manifest.file
+            try:
+                index = ann.load(path)
+            except RuntimeError:
+                if not path.exists():
+                    continue
+                raise BirderIndexError(f"cannot read the FAISS index {path}: run `birder-index reindex`") from None
+            state = AnnState(index, manifest.factory, json.loads(manifest.params))
+            if manifest.generation != generation:
+                self._catch_up(state)
+            return state
+        return self._exact_from_store()
+
+    def _catch_up(self, state: AnnState) -> None:
+        """Add what the database committed after the FAISS file was written, drop what it deleted."""
+        ids, rows = self.id_rows()
+        present = ann.ids_in(state.index)
+        extra = np.setdiff1d(present, ids, assume_unique=True)
+        ann.remove(state.index, extra)
+        missing = ~np.isin(ids, present, assume_unique=True)
+        if missing.any() and ann.is_trained(state.index):
+            for start, block in self.store().blocks(rows[missing]):
+                ann.add(state.index, ids[missing][start : start + len(block)], normalize(block))
+        logger.info("FAISS index caught up in memory: +%d -%d vectors", int(missing.sum()), len(extra))
+
+    def _exact_from_store(self) -> AnnState:
+        ids, rows = self.id_rows()
+        index = ann.new_index("Flat", self.model_row().embedding_dim)
+        for start, block in self.store().blocks(rows):
+            ann.add(index, ids[start : start + len(block)], normalize(block))
+        return AnnState(index, "Flat", {})
+
+    # -- the model --------------------------------------------------------------------------------------------------
+    def load_encoder(self, device: str | None = None, precision: str = "auto", progress: bool = True) -> Encoder:
+        """The backbone this index was built with, checked by sha256."""
+        from birder_index.backbone.load import load_backbone
+
+        row = self.model_row()
+        if row.arch == "imported":
+            raise BirderIndexError(
+                "this index holds imported embeddings without a model: query it with --vectors, "
+                "or import with --model NAME"
+            )
+        source = Path(row.source)
+        known = None
+        if source.is_absolute():
+            try:
+                st = source.stat()
+            except OSError:
+                raise BirderIndexError(f"the index's model file {source} is missing: pass --weights FILE") from None
+            if (st.st_size, st.st_mtime_ns) == (row.source_size, row.source_mtime_ns):
+                known = row.sha256
+            enc = load_backbone(
+                weights=source,
+                size=(row.input_height, row.input_width),
+                device=device,
+                precision=precision,
+                sha256=known,
+                progress=progress,
+            )
+        else:
+            enc = load_backbone(
+                model=row.source,
+                size=(row.input_height, row.input_width),
+                device=device,
+                precision=precision,
+                progress=progress,
+            )
+        check_model(self, enc.info)
+        return enc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_model(index: Index, info: ModelInfo) -> None:
+    row = index.model_row()
+    if info.sha256 != row.sha256 or info.preprocess.size != (row.input_height, row.input_width):
+        raise IndexMismatch(
+            f"the index in {index.dir} was built with {row.name} at {row.input_height}x{row.input_width} "
+            f"(sha256 {row.sha256[:12]}), not {info.name} at {info.preprocess.size[0]}x{info.preprocess.size[1]} "
+            f"(sha256 {info.sha256[:12]}); use another --index-dir"
+        )
+
+
+def open_index(index_dir: str | Path | None = None, db: str | None = None) -> Index:
+    """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the nearest `.birder-index/` upwards."""
+    if db is not None:
+        directory = Path(index_dir) if index_dir else Path.cwd()
+        return Index(directory, open_database(db))
+    directory = find_index_dir(index_dir)
+    return Index(directory, open_database(sqlite_url(directory / DB_FILE)))
+
+
+def absolute_path(root: Path | None, rel: str) -> str:
+    return rel if root is None or os.path.isabs(rel) else str(root / rel)

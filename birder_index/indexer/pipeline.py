@@ -1,0 +1,88 @@
+"""The embed loop: decode workers (reader) -> encoder (mapper) -> BatchWriter (writer), one committed batch at a time.
+
+Decoding runs in worker processes, overlapped with the model in the main process. Thread budgets are set so they
+do not fight: on a CPU the model takes the cores not left to decoding; on a GPU the workers get the cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from birder_index.backbone.hardware import usable_cores
+from birder_index.indexer.decode import PhotoDataset
+from birder_index.indexer.decode import batches
+from birder_index.indexer.index import Index
+from birder_index.indexer.vectors import VectorStore
+from birder_index.indexer.write import BatchWriter
+
+if TYPE_CHECKING:
+    from birder_index.backbone.encoder import Encoder
+    from birder_index.indexer.build import BuildOptions
+    from birder_index.indexer.build import BuildReport
+    from birder_index.indexer.build import Progress
+
+logger = logging.getLogger(__name__)
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 256 if device.type == "cuda" else 32
+
+
+def default_workers(device: torch.device, n_images: int) -> int:
+    cores = usable_cores()
+    if n_images < 64:
+        return 0  # worker start-up costs more than it saves
+    if device.type == "cuda":
+        return max(1, min(cores - 1, 16))
+    return max(1, cores // 2)
+
+
+def run_pipeline(
+    index: Index,
+    root: Path,
+    todo: list[tuple[int, str]],
+    encoder: Encoder,
+    store: VectorStore,
+    options: BuildOptions,
+    progress: Progress | None,
+    stop: threading.Event,
+    report: BuildReport,
+) -> None:
+    batch_size = options.batch_size or default_batch_size(encoder.device)
+    workers = default_workers(encoder.device, len(todo)) if options.workers is None else options.workers
+    dataset = PhotoDataset(root, todo, encoder.info.preprocess.size, fast=not options.exact)
+    loader = batches(dataset, batch_size, workers, pin_memory=encoder.device.type == "cuda")
+    writer = BatchWriter(index, store)
+    if progress:
+        progress("total", len(todo))
+    t0 = time.perf_counter()
+    done = 0
+    for batch in loader:
+        t_batch = time.perf_counter()
+        need = writer.needs_embedding(batch)
+        pixels = batch.pixels[torch.from_numpy(need)] if len(batch.ok) else batch.pixels
+        vectors = encoder.embed(pixels).numpy() if len(pixels) else np.zeros((0, encoder.embedding_dim), np.float32)
+        t_embed = time.perf_counter()
+        writer.write(batch, vectors)
+        done += len(batch.ok) + len(batch.failed)
+        report.failures.extend((dataset.path_of[it.id], it.error or "") for it in batch.failed)
+        logger.debug(
+            "batch of %d: embed %.3fs, write %.3fs", len(batch.ok), t_embed - t_batch, time.perf_counter() - t_embed
+        )
+        if progress:
+            progress("done", len(batch.ok) + len(batch.failed))
+        if stop.is_set():
+            report.interrupted = True
+            break
+    report.embed_seconds = time.perf_counter() - t0
+    report.indexed = writer.counts.indexed
+    report.reused = writer.counts.reused
+    report.failed += writer.counts.failed
+    report.pending = len(todo) - done

@@ -1,0 +1,104 @@
+"""The embedding store: birder's raw embeddings, one fixed-width row each, in an append-only flat file.
+
+The database records how many rows are committed; bytes past that are the torn tail of an interrupted write and
+are cut off when a writer opens the store. Readers map only the committed rows, so they never see a half-written
+row, even while a build appends. Rows are float16 by default (half the disk of float32, and re-ranking and probes
+lose nothing measurable; see docs/index.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from birder_index.errors import IndexMismatch
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+class VectorStore:
+    def __init__(self, path: Path, dim: int, dtype: str, rows: int) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown store dtype {dtype}")
+        self.path = path
+        self.dim = dim
+        self.dtype = np.dtype(DTYPES[dtype])
+        self.rows = rows  # committed rows
+        self.row_bytes = dim * self.dtype.itemsize
+        self._map: np.ndarray | None = None
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def array(self) -> np.ndarray:
+        """The committed rows as a read-only (rows, dim) memory map."""
+        if self._map is None or self._map.shape[0] != self.rows:
+            if self.rows == 0:
+                self._map = np.zeros((0, self.dim), self.dtype)
+            else:
+                size = self.path.stat().st_size if self.path.exists() else 0
+                if size < self.rows * self.row_bytes:
+                    raise IndexMismatch(
+                        f"embedding store {self.path} holds {size // self.row_bytes} rows, the database says "
+                        f"{self.rows}: run `birder-index verify --repair`"
+                    )
+                self._map = np.memmap(self.path, self.dtype, "r", shape=(self.rows, self.dim))
+        return self._map
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), dim) for store row numbers, in the order given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros((0, self.dim), np.float32)
+        arr = self.array()
+        order = np.argsort(rows)  # sorted reads are sequential reads on disk
+        out = np.empty((rows.size, self.dim), np.float32)
+        out[order] = arr[rows[order]]
+        return out
+
+    def blocks(self, rows: np.ndarray, block: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """(offset, float32 block) over the given store rows, `block` rows at a time: memory stays bounded."""
+        for start in range(0, len(rows), block):
+            yield start, self.get(rows[start : start + block])
+
+    # -- writing --------------------------------------------------------------------------------------------------
+    def drop_torn_tail(self) -> int:
+        """Cut bytes past the committed rows (left by a killed writer); returns how many bytes were dropped."""
+        if not self.path.exists():
+            self.path.touch()
+            return 0
+        size = self.path.stat().st_size
+        committed = self.rows * self.row_bytes
+        if size > committed:
+            os.truncate(self.path, committed)
+            return size - committed
+        if size < committed:
+            raise IndexMismatch(
+                f"embedding store {self.path} is shorter than its committed length ({size} < {committed} bytes): "
+                "run `birder-index verify --repair`"
+            )
+        return 0
+
+    def append(self, vectors: np.ndarray) -> np.ndarray:
+        """Write rows durably (fsync) and return their row numbers; the caller then commits `rows` to the database."""
+        data = np.ascontiguousarray(vectors, dtype=self.dtype)
+        if data.ndim != 2 or data.shape[1] != self.dim:
+            raise ValueError(f"expected (n, {self.dim}) vectors, got {data.shape}")
+        if self.dtype == np.float16 and data.size and not np.isfinite(data).all():
+            raise ValueError("embedding values overflow float16: rebuild the index with --store-dtype float32")
+        with open(self.path, "r+b") as f:
+            f.seek(self.rows * self.row_bytes)
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        first = self.rows
+        self.rows += len(data)
+        return np.arange(first, self.rows, dtype=np.int64)
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float32 (cosine similarity = inner product); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
