@@ -1,0 +1,348 @@
+"""The `birder-index` command: each command parses, calls one public function, and prints.
+
+Library errors (BirderIndexError) become `Error: ...` and exit code 1 here and nowhere else. torch and FAISS are
+imported inside commands so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from typing import TypeVar
+
+import click
+
+from birder_index.errors import BirderIndexError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+class Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BirderIndexError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(130)
+
+
+# -- shared options -------------------------------------------------------------------------------------------------
+
+
+def index_dir_option(f: F) -> F:
+    return click.option(
+        "--index-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Index folder (default: $BIRDER_INDEX_DIR, else the nearest .birder-index/ here or above).",
+    )(f)
+
+
+def db_option(f: F) -> F:
+    return click.option("--db", metavar="URL", help="SQLAlchemy URL of the metadata database (default: SQLite).")(f)
+
+
+def model_options(f: F) -> F:
+    f = click.option(
+        "--size", type=click.IntRange(16, 4096), help="Input size in pixels (ViTs resize their position embedding)."
+    )(f)
+    f = click.option("--weights", type=_FILE, help="Local weights: .pt, .safetensors or .pt2.")(f)
+    return click.option(
+        "--model",
+        metavar="NAME",
+        help="Published weights name (`birder-index models`), or the architecture of --weights.",
+    )(f)
+
+
+def device_options(f: F) -> F:
+    f = click.option(
+        "--exact", is_flag=True, help="birder's exact preprocessing in float32 (slower; bit-faithful parity)."
+    )(f)
+    return click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, mps (default: CUDA when present).")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+@click.group(cls=Cli)
+@click.version_option(package_name="birder-index")
+@click.option("-v", "--verbose", count=True, help="-v: progress details, -vv: debug timings.")
+def cli(verbose: int) -> None:
+    """Embedding-based image similarity search with birder's image encoders, FAISS and SQLite."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# -- build ----------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("photos", type=click.Path(file_okay=False, path_type=Path))
+@index_dir_option
+@model_options
+@device_options
+@click.option("--batch-size", type=int, help="Images per batch (default 32 on CPU, 256 on GPU).")
+@click.option("--workers", type=int, help="Decode processes (default from the device and cores).")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
+@click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")
+@db_option
+def build(
+    photos: Path,
+    index_dir: Path | None,
+    model: str | None,
+    weights: Path | None,
+    size: int | None,
+    device: str | None,
+    exact: bool,
+    batch_size: int | None,
+    workers: int | None,
+    retry_failed: bool,
+    wait: float,
+    db: str | None,
+) -> None:
+    """Embed and index a folder of photos, incrementally: only new and changed files are embedded.
+
+    \b
+    Example:
+        birder-index build photos/ --model vit_reg4_m16_rms_avg_i-jepa-imagenet21k
+        birder-index build photos/ --weights my_model.pt2
+    """
+    from birder_index.indexer import BuildOptions
+    from birder_index.indexer import ModelSpec
+    from birder_index.indexer import build_index
+
+    spec = ModelSpec(model, weights, size, device, "float32" if exact else "auto")
+    options = BuildOptions(batch_size, workers, exact, retry_failed, wait, db=db)
+    with _ProgressBar() as bar:
+        report = build_index(photos, index_dir, spec, options, progress=bar)
+    click.echo(_build_summary(report))
+
+
+def _build_summary(r: Any) -> str:
+    parts = [f"{r.indexed} indexed" + (f" ({r.reused} identical copies reused)" if r.reused else "")]
+    parts += [f"{n} {what}" for n, what in ((r.moved, "moved"), (r.removed, "removed"), (r.failed, "failed")) if n]
+    parts.append(f"{r.unchanged} unchanged")
+    rate = f", {r.images_per_second:.1f} images/s" if r.indexed else ""
+    line = f"{', '.join(parts)} in {r.seconds:.1f}s{rate}"
+    if r.interrupted:
+        line += f"\nInterrupted: {r.pending} photos left; run the same command again to resume."
+    if r.failed:
+        line += f"\nWarning: {r.failed} files could not be indexed; `birder-index info --failed` lists them."
+    return line
+
+
+class _ProgressBar:
+    """tqdm bar fed by build_index's progress callback; silent when stderr is not a terminal."""
+
+    def __enter__(self) -> _ProgressBar:
+        self.bar: Any = None
+        return self
+
+    def __call__(self, event: str, value: int) -> None:
+        from tqdm import tqdm
+
+        if event == "total":
+            self.bar = tqdm(total=value, unit="img", desc="embedding", disable=not sys.stderr.isatty())
+        elif self.bar is not None:
+            self.bar.update(value)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- search ---------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("queries", nargs=-1)
+@click.option("-k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option("--vectors", type=_FILE, help="Query raw vectors from a .npy file (n, d).")
+@click.option("--nprobe", type=click.IntRange(1), help="IVF lists to visit (default: the tuned value).")
+@index_dir_option
+@device_options
+@json_option
+def search(
+    queries: tuple[str, ...],
+    k: int,
+    vectors: Path | None,
+    nprobe: int | None,
+    index_dir: Path | None,
+    device: str | None,
+    exact: bool,
+    as_json: bool,
+) -> None:
+    """Nearest neighbours of images, folders of images, or paths already in the index.
+
+    \b
+    Example:
+        birder-index search photo.jpg -k 5
+        birder-index search holiday/ --json
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search import search_images
+    from birder_index.search import search_vector_file
+
+    if not queries and vectors is None:
+        raise click.UsageError("give QUERY images (or folders) or --vectors FILE.npy")
+    with open_index(index_dir) as index:
+        if vectors is not None:
+            results = search_vector_file(index, vectors, k, nprobe)
+        else:
+            results = search_images(index, list(queries), k, nprobe, exact=exact, device=device)
+    for r in results:
+        click.echo(_json(r) if as_json else _table(r))
+
+
+def _json(r: Any) -> str:
+    hits = [{"path": h.path, "score": round(h.score, 6), "id": h.id} for h in r.hits]
+    return json.dumps({"query": r.query, "results": hits})
+
+
+def _table(r: Any) -> str:
+    lines = [f"query: {r.query}", "  rank   score  path"]
+    lines += [f"  {rank:>4}  {h.score:.4f}  {h.path}" for rank, h in enumerate(r.hits, 1)]
+    return "\n".join(lines)
+
+
+# -- info -----------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@index_dir_option
+@click.option("--failed", is_flag=True, help="List the files that could not be indexed, with the reason.")
+@json_option
+def info(index_dir: Path | None, failed: bool, as_json: bool) -> None:
+    """Counts, model, FAISS index type and measured recall, sizes on disk.
+
+    \b
+    Example:
+        birder-index info
+        birder-index info --failed
+    """
+    from birder_index.indexer import describe
+    from birder_index.indexer import failed_files
+    from birder_index.indexer import open_index
+
+    with open_index(index_dir) as index:
+        data = describe(index)
+        if failed:
+            data["failed_files"] = [{"path": p, "error": e} for p, e in failed_files(index)]
+    click.echo(json.dumps(data, indent=2) if as_json else _info_text(data))
+
+
+def _info_text(d: dict[str, Any]) -> str:
+    lines = [f"index:   {d['index_dir']}", f"photos:  {d['root']}"]
+    lines.append(f"images:  {d['images']} ({d['indexed']} indexed, {d['pending']} pending, {d['failed']} failed)")
+    if d["model"]:
+        m = d["model"]
+        size = "x".join(map(str, m["input_size"]))
+        lines.append(
+            f"model:   {m['name']} ({m['arch']}, {m['embedding_dim']}-d, {size} px, sha256 {m['sha256'][:12]})"
+        )
+    if d["index"]:
+        ix = d["index"]
+        params = ", ".join(f"{k}={v}" for k, v in ix["params"].items())
+        lines.append(f"faiss:   {ix['type']}, {ix['vectors']} vectors" + (f" ({params})" if params else ""))
+        if ix["recall_at_10"] is not None:
+            lines.append(
+                f"         recall@10 {ix['recall_at_10']:.3f} at {ix['queries_per_second']:.0f} queries/s, "
+                f"{ix['bytes_per_vector']:.0f} bytes/vector in RAM"
+            )
+    lines.append(f"disk:    {sum(d['disk_bytes'].values()) / 1e6:.1f} MB")
+    for f in d.get("failed_files", []):
+        lines.append(f"failed:  {f['path']}: {f['error']}")
+    return "\n".join(lines)
+
+
+# -- models, classify, import ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("pattern", default="*")
+def models(pattern: str) -> None:
+    """List published weights that --model accepts (fnmatch PATTERN).
+
+    \b
+    Example:
+        birder-index models 'vit_reg4*'
+    """
+    from birder_index.backbone.registry import list_backbones
+    from birder_index.backbone.registry import pretrained
+
+    for name in list_backbones(pattern):
+        w = pretrained(name)
+        click.echo(f"{name:<50} {w.arch:<22} {w.resolution:>4} px {w.size_mib:>7.1f} MiB")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("-k", type=int, default=5, show_default=True, help="Classes per image.")
+@model_options
+@index_dir_option
+@device_options
+@json_option
+def classify(
+    images: tuple[str, ...],
+    k: int,
+    model: str | None,
+    weights: Path | None,
+    size: int | None,
+    index_dir: Path | None,
+    device: str | None,
+    exact: bool,
+    as_json: bool,
+) -> None:
+    """Top-k classes of a fine-tuned model's own classifier head (default: the index's model).
+
+    \b
+    Example:
+        birder-index classify bird.jpg --model vit_reg4_m16_rms_avg_i-jepa-imagenet21k
+    """
+    from birder_index.search import classify_images
+
+    results = classify_images(list(images), k, model, weights, size, index_dir, device, exact)
+    for r in results:
+        if as_json:
+            click.echo(json.dumps(r))
+        else:
+            click.echo(f"{r['image']}\n" + "\n".join(f"  {p['probability']:.4f}  {p['class']}" for p in r["classes"]))
+
+
+@cli.command(name="import")
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--paths", type=_FILE, help="For .npy: a text file with one path per row.")
+@click.option("--model", metavar="NAME", help="Published weights that made them (lets `search` embed images).")
+@click.option("--weights", type=_FILE, help="Local weights that made them.")
+@click.option("--label-set", metavar="NAME", help="Store a `label` column as this label set.")
+@click.option("--index-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Index to extend.")
+def import_(
+    embeddings: Path,
+    paths: Path | None,
+    model: str | None,
+    weights: Path | None,
+    label_set: str | None,
+    index_dir: Path,
+) -> None:
+    """Index embeddings saved by birder-predict (--save-embeddings: parquet or CSV) or a .npy with --paths.
+
+    \b
+    Example:
+        birder-index import results/vit_l16_mim_0_e400_224px_crop1.0_5000_embeddings.parquet --index-dir idx
+        birder-index import vectors.npy --paths paths.txt --index-dir idx
+    """
+    from birder_index.indexer import import_embeddings
+
+    report = import_embeddings(
+        embeddings, index_dir, paths_file=paths, model=model, weights=weights, label_set=label_set
+    )
+    click.echo(
+        f"{report.imported} embeddings imported ({report.dim}-d) in {report.seconds:.1f}s; index {report.factory}"
+    )

@@ -1,0 +1,53 @@
+"""`classify_images`: the top-k classes of a fine-tuned model's own classifier head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from birder_index.errors import BirderIndexError
+from birder_index.errors import ImageError
+
+
+def classify_images(
+    images: list[str],
+    k: int = 5,
+    model: str | None = None,
+    weights: Path | None = None,
+    size: int | None = None,
+    index_dir: Path | None = None,
+    device: str | None = None,
+    exact: bool = False,
+) -> list[dict[str, Any]]:
+    """[{"image": path, "classes": [{"class": name, "probability": p}, ...]}] per image, best first.
+
+    The model is `model`/`weights` when given, else the index's own.
+    """
+    import torch
+
+    from birder_index.backbone.images import decode
+    from birder_index.backbone.load import load_backbone
+    from birder_index.indexer.index import open_index
+    from birder_index.search.knn import expand_queries
+
+    if k < 1:
+        raise BirderIndexError(f"-k must be >= 1, got {k}")
+    precision = "float32" if exact else "auto"
+    if model or weights:
+        encoder = load_backbone(model, weights, size=size, device=device, precision=precision)
+    else:
+        with open_index(index_dir) as index:
+            encoder = index.load_encoder(device=device, precision=precision)
+    if not encoder.has_head:
+        raise BirderIndexError(f"{encoder.info.name} has no classifier head: it is an encoder (use `search`)")
+    out = []
+    for f in expand_queries(list(images)):
+        try:
+            pixels = torch.from_numpy(decode(Path(f), encoder.info.preprocess.size, fast=not exact).pixels)
+        except ImageError as e:
+            raise BirderIndexError(f"cannot read image {f}: {e}") from None
+        probs = encoder.probabilities(pixels[None])[0]
+        top = torch.topk(probs, min(k, probs.numel()))
+        classes = [{"class": encoder.info.classes[int(i)], "probability": float(p)} for p, i in zip(*top, strict=True)]
+        out.append({"image": f, "classes": classes})
+    return out

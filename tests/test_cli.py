@@ -1,0 +1,122 @@
+"""The CLI: real command lines, one-line errors with exit code 1, never a traceback for a user mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from click.testing import Result
+
+from birder_index.cli import cli
+from tests.helpers import save_vit
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def built(photos: Path, tiny_pt: Path) -> Path:
+    result = run("build", photos, "--weights", tiny_pt, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    return photos / ".birder-index"
+
+
+def test_build_search_info(built: Path, photos: Path, tiny_pt: Path) -> None:
+    out = run("build", photos, "--workers", "0").output
+    assert out.startswith("0 indexed, 9 unchanged in")
+    result = run("search", photos / "photo00.jpg", "-k", "2", "--index-dir", built)
+    lines = result.output.splitlines()
+    assert result.exit_code == 0 and lines[0] == f"query: {photos / 'photo00.jpg'}"
+    assert lines[2].split()[:2] == ["1", "1.0000"] and lines[2].endswith("photo00.jpg")
+    js = json.loads(run("search", photos / "photo01.jpg", "--json", "-k", "1", "--index-dir", built).output)
+    assert js["query"].endswith("photo01.jpg") and js["results"][0]["path"].endswith("photo01.jpg")
+    assert set(js["results"][0]) == {"path", "score", "id"}
+    info = json.loads(run("info", "--json", "--failed", "--index-dir", built).output)
+    assert (info["images"], info["vectors"], info["failed"]) == (9, 8, 1)
+    assert info["failed_files"][0]["path"] == "broken.jpg"
+    text = run("info", "--index-dir", built).output
+    assert "images:  9 (8 indexed, 0 pending, 1 failed)" in text and "faiss:   Flat, 8 vectors" in text
+
+
+def test_index_is_found_from_a_subfolder(built: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(photos / "sub")
+    result = run("search", "photo07.jpg", "-k", "1")
+    assert result.exit_code == 0 and result.output.splitlines()[2].endswith("sub/photo07.jpg")
+
+
+def test_build_summary_warns_about_failures(photos: Path, tiny_pt: Path) -> None:
+    result = run("build", photos, "--weights", tiny_pt, "--workers", "0")
+    assert result.exit_code == 0
+    assert "8 indexed, 1 failed, 0 unchanged" in result.output
+    assert "Warning: 1 files could not be indexed; `birder-index info --failed` lists them." in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["build", "{tmp}/nope", "--weights", "{pt}"], "Error: photo folder not found: {tmp}/nope"),
+        (["build", "{photos}", "--model", "vit_nope"], "Error: unknown model 'vit_nope'"),
+        (["build", "{photos}", "--model", "vit_l16"], "Error: vit_l16 is an architecture, not weights"),
+        (["build", "{photos}", "--weights", "{bad}"], "Error: {bad} is not a birder checkpoint"),
+        (["search", "x.jpg", "--index-dir", "{tmp}"], "Error: no birder-index index in {tmp}"),
+        (["info", "--index-dir", "{tmp}/none"], "Error: no birder-index index in {tmp}/none"),
+        (["build", "{photos}", "--weights", "{pt}", "--batch-size", "0"], "Error: --batch-size must be >= 1, got 0"),
+        (["build", "{photos}", "--weights", "{pt}", "--device", "cuda:7"], "Error: --device cuda:7"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(
+    args: list[str], message: str, photos: Path, tiny_pt: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    fill = {"tmp": str(tmp_path), "pt": str(tiny_pt), "photos": str(photos), "bad": str(bad)}
+    result = CliRunner().invoke(cli, [a.format(**fill) for a in args])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(message.format(**fill)), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_search_errors(built: Path, photos: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["search", str(photos / "broken.jpg"), "--index-dir", str(built)])
+    assert result.exit_code == 1 and result.output.startswith("Error: cannot read query image")
+    result = CliRunner().invoke(cli, ["search", "--index-dir", str(built)])
+    assert result.exit_code == 2 and "give QUERY images" in result.output
+
+
+def test_index_from_another_model(built: Path, photos: Path, tmp_path: Path) -> None:
+    other = save_vit(tmp_path, "vit_reg4_m16_rms_avg", "pt", name="other")
+    result = CliRunner().invoke(cli, ["build", str(photos), "--weights", str(other)])
+    assert result.exit_code == 1 and result.output.startswith("Error: the index in ")
+    assert "use another --index-dir" in result.output
+
+
+def test_unwritable_folder_suggests_index_dir(photos: Path, tiny_pt: Path) -> None:
+    # Root may write anywhere, so the folder is made unwritable by a file standing where the index would go.
+    (photos / ".birder-index").write_text("")
+    result = CliRunner().invoke(cli, ["build", str(photos), "--weights", str(tiny_pt)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot write the index to {photos / '.birder-index'}")
+    assert "choose a writable folder with --index-dir" in result.output
+
+
+def test_models_lists_published_weights() -> None:
+    out = run("models", "vit_reg4_m16*").output.splitlines()
+    assert [line.split()[0] for line in out] == [
+        "vit_reg4_m16_rms_avg_i-jepa",
+        "vit_reg4_m16_rms_avg_i-jepa-imagenet21k",
+    ]
+
+
+def test_classify_with_the_models_head(photos: Path, checkpoints: Path) -> None:
+    result = run(
+        "classify", photos / "photo00.jpg", "--weights", checkpoints / "vit_l16_tiny_head.pt", "-k", "2", "--json"
+    )
+    data = json.loads(result.output)
+    assert len(data["classes"]) == 2 and data["classes"][0]["probability"] >= data["classes"][1]["probability"]
+    result = CliRunner().invoke(
+        cli, ["classify", str(photos / "photo00.jpg"), "--weights", str(checkpoints / "vit_reg4_b16_tiny.pt")]
+    )
+    assert result.exit_code == 1 and "has no classifier head" in result.output
