@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from typing import ClassVar
 from typing import TypeVar
 
 import click
@@ -67,6 +68,34 @@ def device_options(f: F) -> F:
     return click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, mps (default: CUDA when present).")(f)
 
 
+class ByteSize(click.ParamType):
+    """A size such as 512MB, 4GB or 4GiB (in bytes)."""
+
+    name = "size"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                                        "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number) :]
+        try:
+            return int(float(number) * self._UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size like 512MB or 4GB", param, ctx)
+
+
+def index_options(f: F) -> F:
+    f = click.option(
+        "--target-recall", type=click.FloatRange(0, 1, min_open=True), help="recall@10 to tune to (default 0.95)."
+    )(f)
+    return click.option(
+        "--max-index-memory", type=ByteSize(), help="RAM the FAISS index may take, e.g. 4GB (default 4GiB)."
+    )(f)
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
@@ -92,6 +121,7 @@ def cli(verbose: int) -> None:
 @click.option("--workers", type=int, help="Decode processes (default from the device and cores).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")
+@index_options
 @db_option
 def build(
     photos: Path,
@@ -105,6 +135,8 @@ def build(
     workers: int | None,
     retry_failed: bool,
     wait: float,
+    max_index_memory: int | None,
+    target_recall: float | None,
     db: str | None,
 ) -> None:
     """Embed and index a folder of photos, incrementally: only new and changed files are embedded.
@@ -119,10 +151,13 @@ def build(
     from birder_index.indexer import build_index
 
     spec = ModelSpec(model, weights, size, device, "float32" if exact else "auto")
-    options = BuildOptions(batch_size, workers, exact, retry_failed, wait, db=db)
+    options = BuildOptions(batch_size, workers, exact, retry_failed, wait, db=db, max_index_memory=max_index_memory,
+                           target_recall=target_recall)  # fmt: skip
     with _ProgressBar() as bar:
         report = build_index(photos, index_dir, spec, options, progress=bar)
     click.echo(_build_summary(report))
+    if report.interrupted:
+        sys.exit(130)
 
 
 def _build_summary(r: Any) -> str:
@@ -166,6 +201,7 @@ class _ProgressBar:
 @click.option("-k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @click.option("--vectors", type=_FILE, help="Query raw vectors from a .npy file (n, d).")
 @click.option("--nprobe", type=click.IntRange(1), help="IVF lists to visit (default: the tuned value).")
+@click.option("--k-factor", type=click.IntRange(1), help="Re-rank k x this many candidates (default: tuned).")
 @index_dir_option
 @device_options
 @json_option
@@ -174,6 +210,7 @@ def search(
     k: int,
     vectors: Path | None,
     nprobe: int | None,
+    k_factor: int | None,
     index_dir: Path | None,
     device: str | None,
     exact: bool,
@@ -194,9 +231,9 @@ def search(
         raise click.UsageError("give QUERY images (or folders) or --vectors FILE.npy")
     with open_index(index_dir) as index:
         if vectors is not None:
-            results = search_vector_file(index, vectors, k, nprobe)
+            results = search_vector_file(index, vectors, k, nprobe, k_factor)
         else:
-            results = search_images(index, list(queries), k, nprobe, exact=exact, device=device)
+            results = search_images(index, list(queries), k, nprobe, k_factor, exact=exact, device=device)
     for r in results:
         click.echo(_json(r) if as_json else _table(r))
 
@@ -262,6 +299,71 @@ def _info_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- verify, reindex -------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@index_dir_option
+@click.option("--deep", is_flag=True, help="Also rehash every file and compare with the recorded sha256.")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed (re-queue, drop orphans, rewrite FAISS).")
+@json_option
+def verify(index_dir: Path | None, deep: bool, repair: bool, as_json: bool) -> None:
+    """Check that database, embedding store, FAISS index and files agree; exit code 1 if not.
+
+    \b
+    Example:
+        birder-index verify --deep
+        birder-index verify --repair
+    """
+    from birder_index.indexer import open_index
+    from birder_index.indexer import verify_index
+
+    with open_index(index_dir) as index:
+        report = verify_index(index, deep=deep, repair=repair)
+    click.echo(json.dumps({**report.__dict__, "healthy": report.healthy}) if as_json else _verify_text(report))
+    if not report.healthy and not repair:
+        sys.exit(1)
+
+
+def _verify_text(r: Any) -> str:
+    def listed(items: list[Any]) -> str:
+        return f"{len(items)}" + (
+            f" ({', '.join(map(str, items[:5]))}{', ...' if len(items) > 5 else ''})" if items else ""
+        )
+
+    lines = [
+        f"images:          {r.indexed} indexed, {r.pending} pending, {r.failed} failed",
+        f"embedding store: {r.store_rows} rows committed, {r.torn_tail_bytes} bytes of torn tail",
+        f"bad store rows:  {listed(r.bad_vector_rows)}",
+        f"faiss:           {listed(r.faiss_missing)} missing, {listed(r.faiss_orphans)} orphans",
+        f"files:           {listed(r.files_missing)} missing, {listed(r.files_changed)} changed",
+    ]
+    lines += [f"repaired:        {what}" for what in r.repaired]
+    lines.append(
+        "healthy" if r.healthy else ("repaired" if r.repaired else "NOT healthy: `birder-index verify --repair`")
+    )
+    return "\n".join(lines)
+
+
+@cli.command()
+@index_dir_option
+@index_options
+def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None) -> None:
+    """Choose, train and tune the FAISS index again from the stored embeddings (no image is re-embedded).
+
+    \b
+    Example:
+        birder-index reindex
+    """
+    from birder_index.indexer import open_index
+    from birder_index.indexer import reindex as reindex_
+
+    with open_index(index_dir) as index:
+        report = reindex_(index, max_index_memory, target_recall)
+    click.echo(f"{report.factory} index of {report.vectors} vectors trained and tuned in {report.seconds:.1f}s; "
+               f"recall@10 {report.recall:.3f} at {report.qps:.0f} queries/s")  # fmt: skip
+
+
 # -- models, classify, import ---------------------------------------------------------------------------------------
 
 
@@ -323,6 +425,7 @@ def classify(
 @click.option("--weights", type=_FILE, help="Local weights that made them.")
 @click.option("--label-set", metavar="NAME", help="Store a `label` column as this label set.")
 @click.option("--index-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Index to extend.")
+@index_options
 def import_(
     embeddings: Path,
     paths: Path | None,
@@ -330,6 +433,8 @@ def import_(
     weights: Path | None,
     label_set: str | None,
     index_dir: Path,
+    max_index_memory: int | None,
+    target_recall: float | None,
 ) -> None:
     """Index embeddings saved by birder-predict (--save-embeddings: parquet or CSV) or a .npy with --paths.
 
@@ -340,9 +445,7 @@ def import_(
     """
     from birder_index.indexer import import_embeddings
 
-    report = import_embeddings(
-        embeddings, index_dir, paths_file=paths, model=model, weights=weights, label_set=label_set
-    )
+    report = import_embeddings(embeddings, index_dir, paths, model, weights, label_set, max_index_memory, target_recall)
     click.echo(
         f"{report.imported} embeddings imported ({report.dim}-d) in {report.seconds:.1f}s; index {report.factory}"
     )

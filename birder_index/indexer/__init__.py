@@ -9,15 +9,21 @@ from birder_index.indexer.index import open_index
 from birder_index.indexer.info import describe
 from birder_index.indexer.info import failed_files
 from birder_index.indexer.model import ModelSpec
+from birder_index.indexer.refresh import reindex
+from birder_index.indexer.verify import VerifyReport
+from birder_index.indexer.verify import verify_index
 
 __all__ = [
     "BuildOptions",
     "BuildReport",
     "Index",
     "ModelSpec",
+    "VerifyReport",
     "build_index",
     "describe",
     "failed_files",
     "import_embeddings",
     "open_index",
+    "reindex",
+    "verify_index",
 ]

@@ -37,7 +37,10 @@ from birder_index.indexer.model import load_encoder
 from birder_index.indexer.plan import Plan
 from birder_index.indexer.plan import make_plan
 from birder_index.indexer.refresh import refresh_ann
+from birder_index.indexer.refresh import remove_stale_files
+from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.scan import scan
+from birder_index.indexer.select import check_index_options
 from birder_index.indexer.vectors import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ class BuildOptions:
     wait: float = 0.0  # seconds to wait for another writer
     store_dtype: str = "float16"
     db: str | None = None  # SQLAlchemy URL; default: SQLite inside the index folder
+    max_index_memory: int | None = None  # bytes of RAM the FAISS index may take (recorded for later builds)
+    target_recall: float | None = None  # recall@10 the FAISS index is tuned to (recorded for later builds)
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -60,6 +65,7 @@ class BuildOptions:
             raise BirderIndexError(f"--workers must be >= 0, got {self.workers}")
         if self.store_dtype not in ("float16", "float32"):
             raise BirderIndexError(f"--store-dtype must be float16 or float32, got {self.store_dtype}")
+        check_index_options(self.max_index_memory, self.target_recall)
 
 
 @dataclass
@@ -130,7 +136,10 @@ def _build(
     index: Index, root: Path, spec: ModelSpec, options: BuildOptions, progress: Progress | None, stop: threading.Event
 ) -> BuildReport:
     report = BuildReport(index.dir)
+    for name in remove_stale_files(index):
+        logger.info("removed %s, left by an interrupted build", name)
     _bind_root(index, root)
+    set_index_options(index, options.max_index_memory, options.target_recall)
     check_spec(index, spec)
     scanned = scan(root, exclude=index.dir)
     for folder, reason in scanned.skipped_dirs:
