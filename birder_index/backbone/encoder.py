@@ -27,6 +27,8 @@ class Encoder:
         precision: str = "auto",
         classify_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         static_batch: int | None = None,
+        channels_last: bool = False,
+        micro_batch: int | None = None,
     ) -> None:
         self.info = info
         self.device = device
@@ -34,6 +36,10 @@ class Encoder:
         self._embed_fn = embed_fn
         self._classify_fn = classify_fn
         self._static_batch = static_batch  # .pt2 exports with a fixed batch size take exactly that many
+        # Convolutional exports run 1.5x faster channels-last, and on a CPU in small micro-batches that stay in
+        # cache (measured on efficientnet_lite0: 57 images/s at 4 per call, 25 at 32).
+        self._channels_last = channels_last
+        self._micro_batch = static_batch or micro_batch
         pre = info.preprocess
         self._mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
@@ -49,7 +55,8 @@ class Encoder:
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 -> float in [0, 1] -> (x - mean) / std, as birder's ToDtype(scale=True) then Normalize."""
         x = pixels.to(self.device, non_blocking=True).float().div_(255.0)
-        return x.sub_(self._mean).div_(self._std)
+        x = x.sub_(self._mean).div_(self._std)
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.dtype is None:
@@ -64,14 +71,14 @@ class Encoder:
         return torch.cat(outs).cpu() if len(outs) > 1 else outs[0].cpu()
 
     def _chunks(self, pixels: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
-        b = self._static_batch
+        b = self._micro_batch
         if b is None or pixels.shape[0] == b:
             yield pixels, pixels.shape[0]
             return
         for start in range(0, pixels.shape[0], b):
             chunk = pixels[start : start + b]
             n = chunk.shape[0]
-            if n < b:  # pad the last chunk to the exported batch size
+            if n < b and self._static_batch:  # pad the last chunk to the exported batch size
                 chunk = torch.cat([chunk, chunk[-1:].expand(b - n, *chunk.shape[1:])])
             yield chunk, n
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import os
-from pathlib import Path
-
 import torch
 
+from birder_index.backbone.cpu import cpu_flags
+from birder_index.backbone.cpu import usable_cores
 from birder_index.errors import BirderIndexError
+
+__all__ = ["autocast_dtype", "cpu_flags", "fast_bf16", "resolve_device", "usable_cores"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -24,17 +24,6 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise BirderIndexError(f"--device {device}: MPS is not available on this machine")
     return dev
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def fast_bf16(device: torch.device) -> bool:
@@ -55,10 +44,3 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if fast_bf16(device) else None
     raise BirderIndexError(f"--precision must be auto, bf16 or float32, got {precision!r}")
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1

@@ -170,7 +170,8 @@ def _pt2_encoder(
         with torch.inference_mode():
             dim = int(module(torch.zeros(static_batch or 1, 3, *size, device=device)).shape[-1])
     info = ModelInfo(name, "pt2", sha256, dim, _preprocess(ckpt, size))
-    return Encoder(info, module, device, precision, static_batch=static_batch)
+    micro = 8 if device.type == "cpu" else None
+    return Encoder(info, module, device, precision, static_batch=static_batch, channels_last=True, micro_batch=micro)
 
 
 def _input_shape(program: torch.export.ExportedProgram) -> list[int | torch.SymInt]:

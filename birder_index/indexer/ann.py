@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,41 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, nprobe: int | None = None
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
     D, I = index.search(xq, k, params=params)
+    return D, I
+
+
+def search_reranked(
+    index: faiss.Index,
+    xq: np.ndarray,
+    k: int,
+    nprobe: int | None,
+    k_factor: int,
+    fetch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k * k_factor candidates from the (compressed) index, re-scored exactly: recall is not capped by PQ error.
+
+    `fetch(ids)` returns (L2-normalised float32 vectors, found mask) for candidate ids, from the embedding store.
+    """
+    if k_factor <= 1:
+        return search(index, xq, k, nprobe)
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    _, cand = search(index, xq, k * k_factor, nprobe)
+    D = np.empty((len(xq), k), np.float32)
+    I = np.empty((len(xq), k), np.int64)
+    for start in range(0, len(xq), chunk):  # bounded memory: chunk x candidates x d floats at a time
+        ids = cand[start : start + chunk]
+        flat = ids.ravel()
+        vectors = np.zeros((flat.size, xq.shape[1]), np.float32)
+        valid = flat >= 0
+        found = np.zeros(flat.size, bool)
+        if valid.any():
+            vectors[valid], found[valid] = fetch(flat[valid])
+        scores = np.einsum("qcd,qd->qc", vectors.reshape(*ids.shape, -1), xq[start : start + chunk])
+        scores[~found.reshape(ids.shape)] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        D[start : start + chunk] = np.take_along_axis(scores, top, 1)
+        I[start : start + chunk] = np.where(np.isfinite(D[start : start + chunk]), np.take_along_axis(ids, top, 1), -1)
     return D, I
 
 

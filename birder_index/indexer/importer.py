@@ -29,6 +29,8 @@ from birder_index.indexer.lock import WriterLock
 from birder_index.indexer.model import ModelSpec
 from birder_index.indexer.model import load_encoder
 from birder_index.indexer.refresh import refresh_ann
+from birder_index.indexer.refresh import set_index_options
+from birder_index.indexer.select import check_index_options
 from birder_index.indexer.vectors import VectorStore
 
 CHUNK = 65536
@@ -120,13 +122,17 @@ def import_embeddings(
     model: str | None = None,
     weights: str | Path | None = None,
     label_set: str | None = None,
+    max_index_memory: int | None = None,
+    target_recall: float | None = None,
 ) -> ImportReport:
+    check_index_options(max_index_memory, target_recall)
     t0 = time.perf_counter()
     directory = Path(index_dir)
     ensure_writable(directory)
     with WriterLock(directory):
         engine = open_database(sqlite_url(directory / DB_FILE), create=True)
         index = Index(directory, engine)
+        set_index_options(index, max_index_memory, target_recall)
         try:
             n, dim = _import(index, Path(source), Path(paths_file) if paths_file else None, model, weights, label_set)
             report = refresh_ann(index)

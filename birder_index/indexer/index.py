@@ -54,6 +54,7 @@ class Index:
         self.engine = engine
         self._ann: AnnState | None = None
         self._id_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._row_map: np.ndarray | None = None
         self._store: VectorStore | None = None
 
     # -- what the index holds -------------------------------------------------------------------------------------
@@ -98,14 +99,48 @@ class Index:
                 self._id_rows = q.indexed_rows(s)
         return self._id_rows
 
+    def invalidate(self) -> None:
+        """Forget cached rows and maps: the caller has written to the index."""
+        self._id_rows = None
+        self._row_map = None
+
+    def row_map(self) -> np.ndarray:
+        """Dense id -> store row (-1: not indexed). Memory-mapped from the file written beside the FAISS index
+        when that is current, so opening a large index for search reads no rows from the database."""
+        if self._row_map is None:
+            with session_scope(self.engine) as s:
+                manifest = q.get_manifest(s)
+                current = manifest is not None and manifest.generation == q.get_int(s, "generation")
+            path = self.dir / (manifest.file + ROW_MAP_SUFFIX) if manifest is not None else None
+            if current and path is not None and path.exists():
+                self._row_map = np.load(path, mmap_mode="r")
+            else:
+                self._row_map = dense_row_map(*self.id_rows())
+        return self._row_map
+
+    def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(store rows, found mask) for image ids."""
+        ids = np.asarray(ids, dtype=np.int64)
+        row_map = self.row_map()
+        inside = (ids >= 0) & (ids < len(row_map))
+        rows = np.full(len(ids), -1, np.int64)
+        rows[inside] = row_map[ids[inside]]
+        return rows, rows >= 0
+
+    def fetch_normalized(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(L2-normalised float32 vectors, found mask) for ids; ids no longer indexed come back as zeros."""
+        rows, found = self._rows_of(ids)
+        out = np.zeros((len(rows), self.store().dim), np.float32)
+        if found.any():
+            out[found] = normalize(self.store().get(rows[found]))
+        return out, found
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Raw float32 embeddings for image ids (ids must be indexed)."""
-        all_ids, rows = self.id_rows()
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(all_ids, ids), max(len(all_ids) - 1, 0))
-        if len(ids) and (not len(all_ids) or (all_ids[pos] != ids).any()):
+        rows, found = self._rows_of(ids)
+        if not found.all():
             raise BirderIndexError("some ids are not indexed")
-        return self.store().get(rows[pos])
+        return self.store().get(rows)
 
     # -- the FAISS index ------------------------------------------------------------------------------------------
     def ann(self) -> AnnState:
@@ -130,11 +165,11 @@ class Index:
                 raise BirderIndexError(f"cannot read the FAISS index {path}: run `birder-index reindex`") from None
             state = AnnState(index, manifest.factory, json.loads(manifest.params))
             if manifest.generation != generation:
-                self._catch_up(state)
+                self.catch_up(state)
             return state
         return self._exact_from_store()
 
-    def _catch_up(self, state: AnnState) -> None:
+    def catch_up(self, state: AnnState) -> None:
         """Add what the database committed after the FAISS file was written, drop what it deleted."""
         ids, rows = self.id_rows()
         present = ann.ids_in(state.index)
@@ -200,6 +235,17 @@ class Index:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+ROW_MAP_SUFFIX = ".rows.npy"
+
+
+def dense_row_map(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """int32 (int64 past 2**31 rows) array indexed by image id, holding the store row or -1."""
+    dtype = np.int32 if (len(rows) == 0 or rows.max() < 2**31 - 1) else np.int64
+    out = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype)
+    out[ids] = rows
+    return out
 
 
 def check_model(index: Index, info: ModelInfo) -> None:

@@ -1,5 +1,9 @@
 """Writer stage for FAISS: bring the index file up to the database's committed state.
 
+When the rules (select.py) call for a new index (first build, N crossed the exact-search limit, 4x growth,
+`reindex`), one is trained on a random sample of the store, filled from the store, and tuned to the target recall
+(tune.py). Otherwise the current file is updated: vectors added and removed, no retraining.
+
 A new file is written under a new name (temporary name, fsync, rename), then the manifest is pointed at it in one
 database commit, then the old file is deleted. A crash at any point leaves the manifest naming a complete file.
 """
@@ -11,15 +15,36 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+import faiss
+import numpy as np
+
+from birder_index.backbone.cpu import usable_cores
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.indexer import ann
+from birder_index.indexer.index import ROW_MAP_SUFFIX
 from birder_index.indexer.index import AnnState
 from birder_index.indexer.index import Index
+from birder_index.indexer.index import dense_row_map
+from birder_index.indexer.lock import WriterLock
+from birder_index.indexer.select import DEFAULT_MEMORY
+from birder_index.indexer.select import IndexPlan
+from birder_index.indexer.select import choose_index
+from birder_index.indexer.select import needs_retraining
+from birder_index.indexer.tune import drop_self
+from birder_index.indexer.tune import exact_knn
+from birder_index.indexer.tune import measure
+from birder_index.indexer.tune import tune
 from birder_index.indexer.vectors import normalize
+from birder_index.indexer.vectors import save_array
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_TARGET_RECALL = 0.95
+TUNING_QUERIES = 1000
+RETUNE_GROWTH = 0.25  # re-tune (not retrain) when the collection changed by more than this since the last tuning
 
 
 @dataclass(frozen=True)
@@ -28,27 +53,44 @@ class RefreshReport:
     vectors: int
     retrained: bool
     seconds: float
+    recall: float | None = None
+    qps: float | None = None
 
 
-def refresh_ann(index: Index, retrain: bool = False) -> RefreshReport:
+def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> RefreshReport:
+    """Write a FAISS index holding exactly the indexed images. `rebuild`: even if the manifest says it is current
+    (verify --repair); `retrain`: choose and train a new index from the store (reindex)."""
     t0 = time.perf_counter()
+    faiss.omp_set_num_threads(usable_cores())
     with session_scope(index.engine) as s:
         generation = q.get_int(s, "generation")
         manifest = q.get_manifest(s)
-    if manifest is not None and manifest.generation == generation and not retrain:
+        max_memory = q.get_int(s, "max_index_memory", DEFAULT_MEMORY)
+        target = float(q.get_meta(s, "target_recall") or DEFAULT_TARGET_RECALL)
+    exists = manifest is not None and (index.dir / manifest.file).exists()
+    if exists and manifest is not None and manifest.generation == generation and not (retrain or rebuild):
         return RefreshReport(manifest.factory, manifest.vector_count, False, 0.0)
-    index._id_rows = None  # re-read: this refresh follows writes
+    index.invalidate()  # this refresh follows writes: re-read them
     ids, rows = index.id_rows()
     d = index.model_row().embedding_dim
-    fresh = retrain or manifest is None or not (index.dir / manifest.file).exists()
+    gpu = gpu_available()
+    fresh = retrain or not exists or manifest is None
+    if not fresh and manifest is not None:
+        fresh = needs_retraining(manifest.factory, manifest.trained_on, len(ids), d, max_memory, gpu)
     if fresh:
-        state = AnnState(ann.new_index("Flat", d), "Flat", {})
-        for start, block in index.store().blocks(rows):
-            ann.add(state.index, ids[start : start + len(block)], normalize(block))
+        plan = choose_index(len(ids), d, max_memory, gpu)
+        state = _train(index, plan, gpu)
+        trained_on = len(ids)
     else:
-        state = index.ann()  # loaded and caught up in memory
+        assert manifest is not None
+        state = AnnState(ann.load(index.dir / manifest.file), manifest.factory, json.loads(manifest.params))
+        index.catch_up(state)
+        trained_on = manifest.trained_on
+    recall, qps = _tuned(index, state, target, force=fresh, previous=manifest)
     name = f"index-{generation}-{uuid.uuid4().hex[:6]}.faiss"
     ann.save(state.index, index.dir / name)
+    save_array(dense_row_map(ids, rows), index.dir / (name + ROW_MAP_SUFFIX))
+    n = int(state.index.ntotal)
     with session_scope(index.engine) as s:
         q.set_manifest(
             s,
@@ -56,12 +98,107 @@ def refresh_ann(index: Index, retrain: bool = False) -> RefreshReport:
             generation=generation,
             factory=state.factory,
             params=json.dumps(state.params),
-            vector_count=int(state.index.ntotal),
-            trained_on=len(ids) if fresh else (manifest.trained_on if manifest else len(ids)),
+            vector_count=n,
+            trained_on=trained_on,
+            recall_at_10=recall,
+            queries_per_second=qps,
+            bytes_per_vector=(index.dir / name).stat().st_size / n if n else None,
         )
     if manifest is not None and manifest.file != name:
         (index.dir / manifest.file).unlink(missing_ok=True)
+        (index.dir / (manifest.file + ROW_MAP_SUFFIX)).unlink(missing_ok=True)
+    index.invalidate()
     index._ann = state
     seconds = time.perf_counter() - t0
-    logger.info("FAISS %s index with %d vectors written in %.1fs", state.factory, state.index.ntotal, seconds)
-    return RefreshReport(state.factory, int(state.index.ntotal), fresh, seconds)
+    logger.info("FAISS %s index with %d vectors written in %.1fs", state.factory, n, seconds)
+    return RefreshReport(state.factory, n, fresh, seconds, recall, qps)
+
+
+def gpu_available() -> bool:
+    """A GPU build of FAISS and a GPU to run it on."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _train(index: Index, plan: IndexPlan, gpu: bool) -> AnnState:
+    """A new index: trained on a random sample of the store (never the first N), then every vector added."""
+    ids, rows = index.id_rows()
+    d = index.model_row().embedding_dim
+    cpu_index = ann.new_index(plan.factory, d)
+    target: Any = cpu_index
+    if gpu and not plan.exact:
+        target = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu_index)
+    if not plan.exact:
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(len(ids), plan.training_points, replace=False))
+        t0 = time.perf_counter()
+        target.train(normalize(index.store().get(rows[sample])))
+        logger.info("trained %s on %d vectors in %.1fs", plan.factory, len(sample), time.perf_counter() - t0)
+    for start, block in index.store().blocks(rows):
+        ann.add(target, ids[start : start + len(block)], normalize(block))
+    if target is not cpu_index:
+        cpu_index = faiss.index_gpu_to_cpu(target)  # the saved index is always a CPU index
+    params: dict[str, Any] = {} if plan.exact else {"nlist": plan.nlist, "m": plan.m, "nbits": plan.nbits}
+    return AnnState(cpu_index, plan.factory, params)
+
+
+def _tuned(
+    index: Index, state: AnnState, target: float, force: bool, previous: Any
+) -> tuple[float | None, float | None]:
+    """Tune nprobe and k_factor when the index is new or the collection changed a lot; returns (recall, q/s)."""
+    n = int(state.index.ntotal)
+    tuned_at = int(state.params.get("tuned_at", 0))
+    if not force and previous is not None and abs(n - tuned_at) <= RETUNE_GROWTH * max(tuned_at, 1):
+        return previous.recall_at_10, previous.queries_per_second
+    if n < 2:
+        return None, None
+    ids, rows = index.id_rows()
+    rng = np.random.default_rng(1)
+    q_pos = np.sort(rng.choice(len(ids), min(TUNING_QUERIES, len(ids)), replace=False))
+    xq = normalize(index.store().get(rows[q_pos]))
+    q_ids = ids[q_pos]
+    k = min(10, n - 1)
+    blocks = ((ids[s : s + len(b)], normalize(b)) for s, b in index.store().blocks(rows))
+    gt = drop_self(exact_knn(xq, blocks, k + 1), q_ids, k)
+
+    def search(x: np.ndarray, kk: int, nprobe: int, k_factor: int) -> tuple[np.ndarray, np.ndarray]:
+        return ann.search_reranked(state.index, x, kk, nprobe, k_factor, index.fetch_normalized)
+
+    nlist = int(state.params.get("nlist", 0))
+    if nlist == 0:  # exact: recall 1.0 by construction; measure the speed
+        t = measure(search, xq, q_ids, gt, 1, 1)
+    else:
+        t = tune(search, xq, q_ids, gt, nlist, target)
+        state.params.update(nprobe=t.nprobe, k_factor=t.k_factor)
+    state.params["tuned_at"] = n
+    logger.info("tuned: recall@%d %.4f at %.0f queries/s (%s)", k, t.recall, t.qps, state.params)
+    return t.recall, t.qps
+
+
+def remove_stale_files(index: Index) -> list[str]:
+    """Delete what killed writers leave behind: temporary files and FAISS files no manifest names."""
+    with session_scope(index.engine) as s:
+        manifest = q.get_manifest(s)
+    keep = {manifest.file, manifest.file + ROW_MAP_SUFFIX} if manifest is not None else set()
+    removed = []
+    for path in index.dir.iterdir():
+        stale_index = path.name.startswith("index-") and path.name not in keep
+        if path.name.endswith(".tmp") or stale_index:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def set_index_options(index: Index, max_index_memory: int | None = None, target_recall: float | None = None) -> None:
+    """Record the memory budget and target recall that later trainings and tunings use."""
+    with session_scope(index.engine) as s:
+        if max_index_memory is not None:
+            q.set_meta(s, "max_index_memory", max_index_memory)
+        if target_recall is not None:
+            q.set_meta(s, "target_recall", target_recall)
+
+
+def reindex(index: Index, max_index_memory: int | None = None, target_recall: float | None = None) -> RefreshReport:
+    """Choose, train and tune the FAISS index again from the embedding store, under the writer lock."""
+    with WriterLock(index.dir):
+        set_index_options(index, max_index_memory, target_recall)
+        return refresh_ann(index, retrain=True)

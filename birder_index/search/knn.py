@@ -43,14 +43,22 @@ class QueryResult:
     hits: list[Hit]
 
 
-def nearest(index: Index, xq: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(D, I) for raw or normalised query vectors (n, d): D cosine similarities, I image ids (-1: none)."""
+def nearest(
+    index: Index, xq: np.ndarray, k: int = 10, nprobe: int | None = None, k_factor: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(D, I) for raw or normalised query vectors (n, d): D cosine similarities, I image ids (-1: none).
+
+    Compressed indexes return k * k_factor candidates re-scored exactly from the embedding store; nprobe and
+    k_factor default to the values tuned to the index's target recall.
+    """
     xq = np.atleast_2d(np.asarray(xq, dtype=np.float32))
     d = index.model_row().embedding_dim
     if xq.shape[1] != d:
         raise BirderIndexError(f"query vectors have dimension {xq.shape[1]}, the index holds {d}")
     state = index.ann()
-    return ann.search(state.index, normalize(xq), k, nprobe=nprobe or state.params.get("nprobe"))
+    nprobe = nprobe or state.params.get("nprobe")
+    k_factor = k_factor or state.params.get("k_factor", 1)
+    return ann.search_reranked(state.index, normalize(xq), k, nprobe, k_factor, index.fetch_normalized)
 
 
 def hits_for(index: Index, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
@@ -70,8 +78,10 @@ def hits_for(index: Index, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
     return out
 
 
-def search_vectors(index: Index, xq: np.ndarray, k: int = 10, nprobe: int | None = None) -> list[list[Hit]]:
-    D, I = nearest(index, xq, k, nprobe)
+def search_vectors(
+    index: Index, xq: np.ndarray, k: int = 10, nprobe: int | None = None, k_factor: int | None = None
+) -> list[list[Hit]]:
+    D, I = nearest(index, xq, k, nprobe, k_factor)
     return hits_for(index, D, I)
 
 
@@ -167,6 +177,7 @@ def search_images(
     queries: list[str | Path],
     k: int = 10,
     nprobe: int | None = None,
+    k_factor: int | None = None,
     exact: bool = False,
     encoder: Encoder | None = None,
     device: str | None = None,
@@ -176,10 +187,13 @@ def search_images(
         raise BirderIndexError(f"-k must be >= 1, got {k}")
     files = expand_queries(queries)
     xq = query_vectors(index, files, encoder, exact=exact, device=device)
-    return [QueryResult(f, hits) for f, hits in zip(files, search_vectors(index, xq, k, nprobe), strict=True)]
+    hits = search_vectors(index, xq, k, nprobe, k_factor)
+    return [QueryResult(f, h) for f, h in zip(files, hits, strict=True)]
 
 
-def search_vector_file(index: Index, path: Path, k: int = 10, nprobe: int | None = None) -> list[QueryResult]:
+def search_vector_file(
+    index: Index, path: Path, k: int = 10, nprobe: int | None = None, k_factor: int | None = None
+) -> list[QueryResult]:
     """Queries from a .npy of raw vectors (n, d); each query is named `<file>[row]`."""
     try:
         xq = np.load(path, allow_pickle=False)
@@ -188,5 +202,5 @@ def search_vector_file(index: Index, path: Path, k: int = 10, nprobe: int | None
     xq = np.atleast_2d(xq)
     if xq.ndim != 2:
         raise BirderIndexError(f"{path} holds an array of shape {xq.shape}, expected (n, d)")
-    hits = search_vectors(index, xq, k, nprobe)
+    hits = search_vectors(index, xq, k, nprobe, k_factor)
     return [QueryResult(f"{path}[{i}]", h) for i, h in enumerate(hits)]

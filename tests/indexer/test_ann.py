@@ -1,0 +1,131 @@
+"""FAISS index selection, training, tuning, growth and removal, on small synthetic collections (seconds)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.indexer import import_embeddings
+from birder_index.indexer import open_index
+from birder_index.indexer import reindex
+from birder_index.indexer import select
+from birder_index.indexer import verify_index
+from birder_index.indexer.ann import ids_in
+from birder_index.indexer.refresh import refresh_ann
+from birder_index.indexer.select import choose_index
+from birder_index.indexer.tune import drop_self
+from birder_index.indexer.tune import exact_knn
+from birder_index.indexer.tune import recall_at
+from birder_index.search import nearest
+
+
+def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Vectors around 50 centres with spread comparable to the gaps, so neighbours are not all equidistant."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, d)).astype(np.float32)
+    x = centres[rng.integers(0, 50, n)] + rng.standard_normal((n, d)).astype(np.float32) * 0.8
+    return x.astype(np.float32)
+
+
+def _import(tmp_path: Path, x: np.ndarray, name: str = "x", **kw: object) -> Path:
+    np.save(tmp_path / f"{name}.npy", x)
+    (tmp_path / f"{name}.txt").write_text("\n".join(f"{name}/{i}.jpg" for i in range(len(x))))
+    import_embeddings(tmp_path / f"{name}.npy", tmp_path / "index", tmp_path / f"{name}.txt", **kw)  # type: ignore[arg-type]
+    return tmp_path / "index"
+
+
+@pytest.mark.parametrize("n", [100, 10_000, 50_000])
+def test_small_collections_are_searched_exactly(n: int) -> None:
+    assert choose_index(n, 768).factory == "Flat"
+
+
+@pytest.mark.parametrize("n,d", [(100_000, 512), (1_000_000, 768), (10_000_000, 1024), (50_000_000, 768)])
+def test_large_collections_get_ivf_pq_sized_to_the_budget(n: int, d: int) -> None:
+    plan = choose_index(n, d)
+    assert not plan.exact and 4 * math.sqrt(n) <= plan.nlist <= 16 * math.sqrt(n)
+    assert d % plan.m == 0 and plan.nbits == 4 and plan.factory.endswith(f"PQ{plan.m}x4fs")
+    assert plan.bytes_per_vector(d) <= select.DEFAULT_MEMORY / n
+    assert 39 * plan.nlist <= plan.training_points <= 256 * plan.nlist or plan.training_points == n
+    assert ("HNSW" in plan.factory) == (n >= select.HNSW_COARSE_MIN)
+
+
+def test_tight_budget_means_shorter_codes_and_gpu_uses_its_m_values() -> None:
+    roomy, tight = choose_index(1_000_000, 768), choose_index(1_000_000, 768, max_memory=60 * 10**6)
+    assert tight.m < roomy.m and tight.bytes_per_vector(768) <= 60
+    gpu = choose_index(1_000_000, 768, gpu=True)
+    assert gpu.nbits == 8 and gpu.m in select.GPU_PQ_M and 768 % gpu.m == 0
+    assert choose_index(2_000_000, 1000, gpu=True).m in (8, 20, 40)  # divisors of 1000 the GPU accepts
+
+
+def test_exact_index_has_recall_one_and_no_faiss_warnings(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    index_dir = _import(tmp_path, clustered(10_000, 32))
+    assert "WARNING" not in capfd.readouterr().err
+    with open_index(index_dir) as index, session_scope(index.engine) as s:
+        m = q.get_manifest(s)
+        assert m is not None and m.factory == "Flat" and m.recall_at_10 == 1.0 and m.queries_per_second
+        assert m.bytes_per_vector is not None and m.bytes_per_vector < 4 * 32 + 40
+
+
+@pytest.fixture
+def small_flat_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IVF from 1,000 vectors up, so training and tuning run in seconds."""
+    monkeypatch.setattr(select, "FLAT_MAX", 1000)
+
+
+def test_ivf_is_trained_tuned_and_reaches_its_target(tmp_path: Path, small_flat_max: None) -> None:
+    x = clustered(8000, 64)
+    index_dir = _import(tmp_path, x, target_recall=0.9)
+    with open_index(index_dir) as index, session_scope(index.engine) as s:
+        m = q.get_manifest(s)
+        assert m is not None and m.factory.startswith("IVF512,PQ16x4fs") and m.trained_on == 8000
+        assert m.recall_at_10 is not None and m.recall_at_10 >= 0.9
+    with open_index(index_dir) as index:
+        params = index.ann().params
+        assert params["nprobe"] >= 1 and params["k_factor"] >= 1
+        ids, _ = index.id_rows()
+        xq = index.vectors(ids[:300])
+        gt = drop_self(exact_knn(xq / np.linalg.norm(xq, axis=1, keepdims=True),
+                                 [(ids, index.fetch_normalized(ids)[0])], 11), ids[:300], 10)  # fmt: skip
+        _, I = nearest(index, xq, k=11)
+        tuned = recall_at(drop_self(I, ids[:300], 10), gt)
+        _, I1 = nearest(index, xq, k=11, nprobe=1, k_factor=1)
+        assert tuned >= 0.88 and tuned > recall_at(drop_self(I1, ids[:300], 10), gt)  # tuning and re-ranking pay
+
+
+def test_growth_retrains_and_removal_needs_no_rebuild(tmp_path: Path, small_flat_max: None) -> None:
+    index_dir = _import(tmp_path, clustered(1500, 32), "a")
+    with open_index(index_dir) as index, session_scope(index.engine) as s:
+        assert q.get_manifest(s).trained_on == 1500  # type: ignore[union-attr]
+    _import(tmp_path, clustered(5000, 32, seed=1), "b")  # 6,500 >= 4 x 1,500: retrained
+    with open_index(index_dir) as index:
+        with session_scope(index.engine) as s:
+            m = q.get_manifest(s)
+            assert m is not None and m.trained_on == 6500 and m.factory.startswith("IVF512")
+            gone = [k.id for p, k in q.known_files(s).items() if p.startswith("a/")][:100]
+            q.delete_images(s, gone)
+            q.bump_generation(s)
+        before = m.file
+        report = refresh_ann(index)
+        assert not report.retrained and report.vectors == 6400
+        assert not np.isin(gone, ids_in(index.ann().index)).any()
+        with session_scope(index.engine) as s:
+            assert q.get_manifest(s).trained_on == 6500  # type: ignore[union-attr]
+        assert not (index_dir / before).exists()
+    assert verify_index(open_index(index_dir)).healthy
+
+
+def test_reindex_and_shrinking_back_to_exact(tmp_path: Path, small_flat_max: None) -> None:
+    index_dir = _import(tmp_path, clustered(3000, 32))
+    with open_index(index_dir) as index:
+        report = reindex(index, target_recall=0.99)
+        assert report.retrained and report.recall is not None and report.recall >= 0.99
+        with session_scope(index.engine) as s:
+            ids = [k.id for k in q.known_files(s).values()][:2500]
+            q.delete_images(s, ids)
+            q.bump_generation(s)
+        assert refresh_ann(index).factory == "Flat"  # 500 vectors: exact again
