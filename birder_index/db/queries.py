@@ -170,6 +170,19 @@ def vector_rows_by_sha(s: Session) -> dict[str, int]:
     return {sha: row for sha, row in rows if sha is not None and row is not None}
 
 
+def indexed_attributes(s: Session) -> dict[str, np.ndarray]:
+    """Columns of every indexed image as arrays, in path order: id, width, height, size, mtime_ns, sha256 (S64)."""
+    result = s.execute(
+        select(Image.id, Image.width, Image.height, Image.size, Image.mtime_ns, Image.sha256)
+        .where(Image.status == INDEXED)
+        .order_by(Image.path)
+    ).all()
+    cols: list[tuple[Any, ...]] = list(zip(*result, strict=True)) if result else [()] * 6
+    ints = [np.array([v if v is not None else -1 for v in col], dtype=np.int64) for col in cols[:5]]
+    sha = np.array([v or "" for v in cols[5]], dtype="S64")
+    return dict(zip(("id", "width", "height", "size", "mtime_ns"), ints, strict=True)) | {"sha256": sha}
+
+
 def counts(s: Session) -> dict[str, int]:
     rows = s.execute(select(Image.status, func.count()).group_by(Image.status))
     out = {PENDING: 0, INDEXED: 0, FAILED: 0}

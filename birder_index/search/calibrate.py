@@ -1,0 +1,211 @@
+"""Choose the dedup threshold for the model and the collection at hand, from a target precision.
+
+A sample of the collection's photos is turned into near-duplicate variants of known kinds (downscale, low-quality
+JPEG, crop keeping 85 %, horizontal flip, 5 degree rotation, brightness/contrast, text overlay) and embedded with
+the collection's own model. Positives are (photo, variant) pairs; negatives are pairs of different sampled photos.
+The threshold is the lowest similarity at which the estimated precision, positives / everything above it, is at
+least the target. Limits (docs/dedup.md): negatives are only as hard as the sample is; pairs of sampled photos
+that are more alike than a photo and its own variants are taken for undetected duplicates, not negatives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageEnhance
+
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.errors import BirderIndexError
+from birder_index.indexer.index import Index
+from birder_index.indexer.vectors import normalize
+
+if TYPE_CHECKING:
+    from birder_index.backbone.encoder import Encoder
+
+logger = logging.getLogger(__name__)
+CALIBRATION_KEY = "dedup_calibration"
+WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 224-384 px either way
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _crop(img: Image.Image, keep: float) -> Image.Image:
+    w, h = img.size
+    cw, ch = int(w * keep**0.5), int(h * keep**0.5)
+    return img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+
+
+def _rotate(img: Image.Image, degrees: float) -> Image.Image:
+    """A slightly rotated copy without its empty corners (the largest centred crop inside the rotated frame)."""
+    rotated = img.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False)
+    a = np.radians(abs(degrees))
+    w, h = img.size
+    scale = 1 / (np.cos(a) + np.sin(a) * max(w / h, h / w))
+    cw, ch = int(w * scale), int(h * scale)
+    return rotated.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+
+
+def _text(img: Image.Image) -> Image.Image:
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    w, h = out.size
+    draw.rectangle((0, int(h * 0.85), w, h), fill=(0, 0, 0))
+    draw.text((int(w * 0.05), int(h * 0.88)), "(c) 2026 birder-index sample  #duplicate", fill=(255, 255, 255))
+    return out
+
+
+VARIANTS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "downscale": lambda im: im.resize((max(1, im.width // 3), max(1, im.height // 3)), Image.Resampling.BILINEAR),
+    "jpeg": lambda im: _jpeg(im, 30),
+    "crop": lambda im: _crop(im, 0.85),
+    "flip": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "rotate": lambda im: _rotate(im, 5),
+    "color": lambda im: ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(1.25)).enhance(0.8),
+    "text": _text,
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    precision: float  # the target
+    estimated_precision: float  # at the chosen threshold, on the sample
+    recall: dict[str, float]  # per variant kind, at the chosen threshold
+    sample: int
+    positives: int
+    negatives: int
+    model_sha256: str
+    created: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tuple[float, float]:
+    """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision; returns (t, the precision reached)."""
+    candidates = np.unique(np.concatenate([pos, neg]))
+    pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
+    tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
+    fp = len(neg) - np.searchsorted(neg_sorted, candidates, side="left")
+    prec = np.where(tp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    ok = np.nonzero(prec >= precision)[0]
+    if not len(ok):
+        raise BirderIndexError(f"no threshold reaches precision {precision} on this sample; pass --threshold")
+    return float(candidates[ok[0]]), float(prec[ok[0]])
+
+
+def calibrate(index: Index, encoder: Encoder, precision: float = 0.99, sample: int = 150, seed: int = 0) -> Calibration:
+    """Sample photos, embed their variants, choose the threshold; stored in the index for the next run."""
+    import torch
+
+    from birder_index.backbone.images import open_upright
+    from birder_index.backbone.images import resize
+
+    if not 0 < precision < 1:
+        raise BirderIndexError(f"--precision must be in (0, 1), got {precision}")
+    root = index.root
+    if root is None:
+        raise BirderIndexError("calibration needs the photos (this index holds imported vectors): pass --threshold")
+    paths = _sample(index, sample, seed)
+    size = encoder.info.preprocess.size
+    originals, variants, kinds, owners = [], [], [], []
+    for rel in paths:
+        try:
+            img, _, _ = open_upright(root / rel)
+        except Exception:  # a file changed or vanished since indexing: skip it
+            logger.info("calibration: cannot read %s", rel)
+            continue
+        img.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BICUBIC)
+        originals.append(resize(img, size))
+        for kind, make in VARIANTS.items():
+            variants.append(resize(make(img).convert("RGB"), size))
+            kinds.append(kind)
+            owners.append(len(originals) - 1)
+    if len(originals) < 2:
+        raise BirderIndexError("calibration needs at least 2 readable photos; pass --threshold")
+    emb = normalize(_embed(encoder, originals + variants, torch))
+    orig, var = emb[: len(originals)], emb[len(originals) :]
+    owners_a = np.array(owners)
+    pos = np.einsum("ij,ij->i", orig[owners_a], var)
+    bar = np.array([np.median(pos[owners_a == i]) for i in range(len(orig))])  # each photo's own variant similarity
+    sims = orig @ orig.T
+    iu = np.triu_indices(len(orig), 1)
+    neg = sims[iu]
+    neg = neg[neg < np.minimum(bar[iu[0]], bar[iu[1]])]  # more alike than its own variants: an undetected duplicate
+    threshold, reached = choose_threshold(pos, neg, precision)
+    kinds_a = np.array(kinds)
+    recall = {k: float(np.mean(pos[kinds_a == k] >= threshold)) for k in VARIANTS}
+    cal = Calibration(threshold, precision, reached, recall, len(orig), len(pos), len(neg),
+                      index.model_row().sha256, datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+    with session_scope(index.engine) as s:
+        q.set_json(s, CALIBRATION_KEY, cal.to_json())
+    return cal
+
+
+def stored_calibration(index: Index, precision: float) -> Calibration | None:
+    """The calibration an earlier run stored, if it was for this model and this precision."""
+    with session_scope(index.engine) as s:
+        data = q.get_json(s, CALIBRATION_KEY)
+    if not data:
+        return None
+    cal = Calibration(**data)
+    ok = cal.model_sha256 == index.model_row().sha256 and abs(cal.precision - precision) < 1e-9
+    return cal if ok else None
+
+
+def _sample(index: Index, n: int, seed: int) -> list[str]:
+    """Paths of up to n indexed photos, a random sample with distinct content."""
+    with session_scope(index.engine) as s:
+        attrs = q.indexed_attributes(s)
+    _, first = np.unique(attrs["sha256"], return_index=True)  # identical files would be false "negatives"
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(attrs["id"][first], min(n, len(first)), replace=False))
+    with session_scope(index.engine) as s:
+        paths = q.paths_of(s, chosen)
+    return [paths[int(i)] for i in chosen]
+
+
+def _embed(encoder: Encoder, pixels: list[np.ndarray], torch: Any, batch: int = 32) -> np.ndarray:
+    out = [
+        encoder.embed(torch.from_numpy(np.stack(pixels[i : i + batch]))).numpy() for i in range(0, len(pixels), batch)
+    ]
+    return np.concatenate(out)
+
+
+def resolve_threshold(
+    index: Index,
+    threshold: float | None = None,
+    precision: float | None = None,
+    recalibrate: bool = False,
+    device: str | None = None,
+) -> tuple[float, Calibration | None, bool]:
+    """(threshold, calibration, calibrated now): an explicit threshold wins; else the stored calibration for this
+    model and precision; else a new calibration (precision 0.99 by default)."""
+    if threshold is not None:
+        if precision is not None:
+            raise BirderIndexError("give --threshold or --precision, not both")
+        return threshold, None, False
+    precision = 0.99 if precision is None else precision
+    stored = None if recalibrate else stored_calibration(index, precision)
+    if stored is not None:
+        return stored.threshold, stored, False
+    cal = calibrate(index, index.load_encoder(device=device), precision)
+    return cal.threshold, cal, True

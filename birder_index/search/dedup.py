@@ -1,0 +1,258 @@
+"""Exact and near duplicates of a collection, grouped without chaining.
+
+- Exact: identical bytes (sha256), then identical decoded pixels (checked by decoding, for near pairs that score
+  >= 0.999 and have the same size).
+- Near: every vector's neighbours from the index (re-scored exactly from the stored embeddings; k grows for a
+  vector whose k-th neighbour is still above the threshold), kept when similarity >= threshold. Memory is linear
+  in N: queries run in blocks and only pairs above the threshold are kept.
+- Groups (star rule): images are visited in keeper order (--keep); an image not yet in a group becomes a keeper
+  and takes every ungrouped image within the threshold of itself. Every member is within the threshold of its
+  keeper, so no group is held together by a chain of pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import numpy as np
+
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.errors import BirderIndexError
+from birder_index.errors import IndexMismatch
+from birder_index.indexer.index import Index
+from birder_index.indexer.index import absolute_path
+from birder_index.search.knn import nearest
+
+logger = logging.getLogger(__name__)
+
+KEEP_POLICIES = ("largest", "smallest", "oldest", "newest", "first")
+PIXEL_CHECK_SCORE = 0.999
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    path: str
+    score: float  # cosine similarity to the keeper
+    kind: str  # "exact" (same bytes or same pixels) or "near"
+
+
+@dataclass
+class Group:
+    keeper: Member
+    duplicates: list[Member] = field(default_factory=list)
+
+
+@dataclass
+class DedupResult:
+    threshold: float
+    groups: list[Group]
+    pairs_checked: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "threshold": self.threshold,
+            "groups": [
+                {"keeper": g.keeper.path,
+                 "duplicates": [{"path": m.path, "score": round(m.score, 6), "kind": m.kind} for m in g.duplicates]}
+                for g in self.groups
+            ],
+        }  # fmt: skip
+
+
+# -- candidate pairs -----------------------------------------------------------------------------------------------
+
+
+def near_pairs(
+    index: Index, threshold: float, xq_ids: np.ndarray | None = None, against: Index | None = None,
+    k: int = 16, block: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(a, b, score) with score >= threshold: a from `index` (or `xq_ids`), b from `against` (default: itself).
+
+    Within one index each pair appears once (a < b). Queries whose k-th neighbour is still above the threshold
+    are searched again with 4x k, so large groups are not cut off.
+    """
+    target = against or index
+    ids = index.id_rows()[0] if xq_ids is None else xq_ids
+    out_a, out_b, out_s = [], [], []
+    for start in range(0, len(ids), block):
+        qa = ids[start : start + block]
+        xq, _ = index.fetch_normalized(qa)
+        kk = k
+        todo = np.arange(len(qa))
+        while len(todo):
+            D, I = nearest(target, xq[todo], min(kk + 1, max(target.ann().index.ntotal, 1)))
+            keep = (threshold <= D) & (I >= 0)
+            rows = np.nonzero(keep)
+            out_a.append(qa[todo][rows[0]])
+            out_b.append(I[rows])
+            out_s.append(D[rows])
+            full = keep[:, -1] & (I.shape[1] == kk + 1)  # still above at the last neighbour: search wider
+            todo = todo[full]
+            kk *= 4
+    a, b, s = (np.concatenate(v) if v else np.zeros(0) for v in (out_a, out_b, out_s))
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    if against is None:
+        mask = a != b
+        a, b, s = a[mask], b[mask], s[mask]
+        a, b = np.minimum(a, b), np.maximum(a, b)
+    key = a * (int(max(b.max(initial=0), a.max(initial=0))) + 1) + b
+    _, first = np.unique(key, return_index=True)
+    return a[first], b[first], s[first].astype(np.float32)
+
+
+# -- keepers -------------------------------------------------------------------------------------------------------
+
+
+def keeper_order(attrs: dict[str, np.ndarray], policy: str) -> np.ndarray:
+    """Image ids, best keeper first. Ties: larger file, then path order (attrs come in path order)."""
+    if policy not in KEEP_POLICIES:
+        raise BirderIndexError(f"--keep must be one of {', '.join(KEEP_POLICIES)}, got {policy!r}")
+    pixels = attrs["width"] * attrs["height"]
+    path_rank = np.arange(len(attrs["id"]))
+    primary = {
+        "largest": -pixels,
+        "smallest": pixels,
+        "oldest": attrs["mtime_ns"],
+        "newest": -attrs["mtime_ns"],
+        "first": path_rank,
+    }[policy]
+    secondary = -attrs["size"] if policy != "smallest" else attrs["size"]
+    return attrs["id"][np.lexsort((path_rank, secondary, primary))]
+
+
+# -- grouping ------------------------------------------------------------------------------------------------------
+
+
+def twins_of(attrs: dict[str, np.ndarray]) -> dict[int, list[int]]:
+    """id -> the other ids with identical bytes (sha256), for images that have any."""
+    groups: dict[bytes, list[int]] = {}
+    for sha, i in zip(attrs["sha256"].tolist(), attrs["id"].tolist(), strict=True):
+        if sha:
+            groups.setdefault(sha, []).append(i)
+    return {i: [j for j in ids if j != i] for ids in groups.values() if len(ids) > 1 for i in ids}
+
+
+def group_stars(
+    order: np.ndarray, a: np.ndarray, b: np.ndarray, s: np.ndarray, twins: dict[int, list[int]]
+) -> list[tuple[int, list[tuple[int, float]]]]:
+    """Star groups: (keeper, [(member, score to the keeper)]) in keeper order. Identical files join together."""
+    adjacency: dict[int, dict[int, float]] = {}
+    for x, y, score in zip(a.tolist(), b.tolist(), s.tolist(), strict=True):
+        adjacency.setdefault(x, {})[y] = score
+        adjacency.setdefault(y, {})[x] = score
+    for x, others in twins.items():
+        for y in others:
+            adjacency.setdefault(x, {})[y] = 1.0
+    grouped: set[int] = set()
+    groups = []
+    for keeper in order.tolist():
+        if keeper in grouped or keeper not in adjacency:
+            continue
+        members = {m: score for m, score in adjacency[keeper].items() if m not in grouped}
+        for m in list(members):  # identical copies of a member are as close to the keeper as it is
+            for twin in twins.get(m, []):
+                if twin != keeper and twin not in grouped:
+                    members.setdefault(twin, members[m])
+        if not members:
+            continue
+        grouped.add(keeper)
+        grouped.update(members)
+        groups.append((keeper, sorted(members.items(), key=lambda ms: -ms[1])))
+    return groups
+
+
+def pixel_identical(path_a: Path, path_b: Path) -> bool:
+    """Same decoded pixels (a PNG and its lossless re-save)? Decodes both at full resolution."""
+    from birder_index.backbone.images import open_upright
+    from birder_index.errors import ImageError
+
+    try:
+        img_a, wa, ha = open_upright(path_a)
+        img_b, wb, hb = open_upright(path_b)
+    except (ImageError, OSError):
+        return False
+    return (wa, ha) == (wb, hb) and np.array_equal(np.asarray(img_a), np.asarray(img_b))
+
+
+# -- the whole run -------------------------------------------------------------------------------------------------
+
+
+def find_duplicates(index: Index, threshold: float, keep: str = "largest", against: Index | None = None) -> DedupResult:
+    """Exact and near-duplicate groups of `index` at a cosine-similarity threshold (see the module docstring).
+
+    With `against`, only pairs across the two indexes count: keepers come from `against`, duplicates from `index`
+    (deduplicating a test set against a training set).
+    """
+    if not 0 < threshold <= 1:
+        raise BirderIndexError(f"--threshold must be in (0, 1], got {threshold}")
+    if against is not None:
+        return _find_across(index, against, threshold, keep)
+    with session_scope(index.engine) as s:
+        attrs = q.indexed_attributes(s)
+    a, b, scores = near_pairs(index, threshold)
+    stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
+    groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
+    _mark_exact(index, attrs, groups)
+    return DedupResult(threshold, groups, len(a))
+
+
+def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group]) -> None:
+    """Members with the keeper's bytes, or (checked by decoding) its pixels, are exact duplicates."""
+    pos = {i: k for k, i in enumerate(attrs["id"].tolist())}
+    has_files = index.root is not None
+    for g in groups:
+        kp = pos[g.keeper.id]
+        for n, m in enumerate(g.duplicates):
+            mp = pos[m.id]
+            same_bytes = attrs["sha256"][kp] != b"" and attrs["sha256"][kp] == attrs["sha256"][mp]
+            same_size = (attrs["width"][kp], attrs["height"][kp]) == (attrs["width"][mp], attrs["height"][mp])
+            if same_bytes or (
+                has_files and m.score >= PIXEL_CHECK_SCORE and same_size
+                and pixel_identical(Path(g.keeper.path), Path(m.path))
+            ):  # fmt: skip
+                g.duplicates[n] = Member(m.id, m.path, 1.0, "exact")
+        g.duplicates.sort(key=lambda m: (m.kind != "exact", -m.score))
+
+
+def _find_across(index: Index, against: Index, threshold: float, keep: str) -> DedupResult:
+    mine, theirs = index.model_row(), against.model_row()
+    if mine.sha256 != theirs.sha256 or mine.embedding_dim != theirs.embedding_dim:
+        raise IndexMismatch(f"--against: the indexes were built with different models ({mine.name}, {theirs.name})")
+    a, b, s = near_pairs(index, threshold, against=against)
+    with session_scope(index.engine) as se, session_scope(against.engine) as so:
+        mine_sha, their_sha = q.indexed_attributes(se), q.indexed_attributes(so)
+    by_sha = {sha: i for sha, i in zip(their_sha["sha256"].tolist(), their_sha["id"].tolist(), strict=True) if sha}
+    exact = [(by_sha[sha], i) for sha, i in zip(mine_sha["sha256"].tolist(), mine_sha["id"].tolist(), strict=True)
+             if sha and sha in by_sha]  # fmt: skip
+    best: dict[int, tuple[int, float, str]] = {}  # each of my images joins its best match in `against`
+    for theirs_id, mine_id in exact:
+        best[mine_id] = (theirs_id, 1.0, "exact")
+    for mine_id, theirs_id, score in zip(a.tolist(), b.tolist(), s.tolist(), strict=True):
+        if mine_id not in best or (best[mine_id][2] != "exact" and score > best[mine_id][1]):
+            best[mine_id] = (theirs_id, score, "near")
+    grouped: dict[int, list[tuple[int, float, str]]] = {}
+    for mine_id, (theirs_id, score, kind) in best.items():
+        grouped.setdefault(theirs_id, []).append((mine_id, score, kind))
+    order = keeper_order(their_sha, keep)
+    stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
+    return DedupResult(threshold, _named(against, index, stars), len(a))
+
+
+def _named(keepers: Index, members: Index, stars: list[tuple[int, list[tuple[int, float, str]]]]) -> list[Group]:
+    with session_scope(keepers.engine) as s:
+        keeper_paths = q.paths_of(s, [k for k, _ in stars])
+    with session_scope(members.engine) as s:
+        member_paths = q.paths_of(s, [m for _, ms in stars for m, _, _ in ms])
+    kroot, mroot = keepers.root, members.root
+    groups = []
+    for keeper, ms in stars:
+        g = Group(Member(keeper, absolute_path(kroot, keeper_paths[keeper]), 1.0, "keeper"))
+        g.duplicates = [Member(m, absolute_path(mroot, member_paths[m]), sc, kind) for m, sc, kind in ms]
+        groups.append(g)
+    groups.sort(key=lambda g: -len(g.duplicates))  # largest groups first, keeper order within equal sizes
+    return groups

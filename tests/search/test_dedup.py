@@ -1,0 +1,168 @@
+"""Dedup: exact duplicates, pixel-identical files, no chaining, keep policies, --against, outputs, actions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from birder_index.cli import cli
+from birder_index.indexer import BuildOptions
+from birder_index.indexer import ModelSpec
+from birder_index.indexer import build_index
+from birder_index.indexer import import_embeddings
+from birder_index.indexer import open_index
+from birder_index.search.dedup import find_duplicates
+from tests.helpers import photo
+
+OPTS = BuildOptions(workers=0)
+
+
+def _vectors(tmp_path: Path, x: np.ndarray, names: list[str]) -> Path:
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    (tmp_path / "x.txt").write_text("\n".join(names))
+    import_embeddings(tmp_path / "x.npy", tmp_path / "index", tmp_path / "x.txt")
+    return tmp_path / "index"
+
+
+def _angle(deg: float) -> np.ndarray:
+    v = np.zeros(8, np.float32)
+    v[0], v[1] = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return v
+
+
+def test_groups_never_chain(tmp_path: Path) -> None:
+    # a ~ b (0.906) and b ~ c (0.906), but a and c are far apart (0.643): no group may hold a and c together
+    index_dir = _vectors(tmp_path, np.stack([_angle(0), _angle(25), _angle(50)]), ["a", "b", "c"])
+    with open_index(index_dir) as index:
+        result = find_duplicates(index, 0.9, keep="first")
+    assert [(g.keeper.path, [m.path for m in g.duplicates]) for g in result.groups] == [("a", ["b"])]
+    assert result.groups[0].duplicates[0].score == pytest.approx(np.cos(np.radians(25)), abs=1e-3)
+
+
+def test_a_central_keeper_takes_both_sides(tmp_path: Path) -> None:
+    index_dir = _vectors(tmp_path, np.stack([_angle(25), _angle(0), _angle(50)]), ["a_mid", "b_left", "c_right"])
+    with open_index(index_dir) as index:
+        result = find_duplicates(index, 0.9, keep="first")
+    (g,) = result.groups
+    assert g.keeper.path == "a_mid" and sorted(m.path for m in g.duplicates) == ["b_left", "c_right"]
+
+
+def test_large_groups_are_not_cut_at_k(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(16).astype(np.float32)
+    x = base + 0.01 * rng.standard_normal((60, 16)).astype(np.float32)  # 60 near-identical vectors
+    index_dir = _vectors(tmp_path, x, [f"img{i:02d}" for i in range(60)])
+    with open_index(index_dir) as index:
+        result = find_duplicates(index, 0.99, keep="first")
+    assert len(result.groups) == 1 and len(result.groups[0].duplicates) == 59
+
+
+@pytest.fixture
+def dup_photos(tmp_path: Path, tiny_pt: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    big = photo(1, (400, 300))
+    big.save(folder / "a_big.png")
+    big.resize((200, 150), Image.Resampling.BICUBIC).save(folder / "b_small.png")
+    shutil.copy(folder / "a_big.png", folder / "c_copy.png")  # identical bytes
+    big.save(folder / "d_resaved.png", compress_level=1)  # other bytes, same pixels
+    for i in range(2, 6):
+        photo(i * 13, (300, 300)).save(folder / f"other{i}.jpg")
+    os.utime(folder / "b_small.png", ns=(1, 1))  # the oldest
+    build_index(folder, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    return folder
+
+
+def test_exact_and_pixel_identical_duplicates(dup_photos: Path) -> None:
+    with open_index(dup_photos / ".birder-index") as index:
+        result = find_duplicates(index, 0.97, keep="largest")
+    g = next(g for g in result.groups if g.keeper.path.endswith(("a_big.png", "c_copy.png", "d_resaved.png")))
+    kinds = {Path(m.path).name: m.kind for m in g.duplicates}
+    assert Path(g.keeper.path).name == "d_resaved.png"  # largest resolution, then largest file (less compressed)
+    assert kinds["a_big.png"] == "exact" and kinds["c_copy.png"] == "exact"  # same pixels, other bytes
+    assert all(m.score == 1.0 for m in g.duplicates if m.kind == "exact")
+
+
+@pytest.mark.parametrize("keep,expected", [("largest", "d_resaved.png"), ("smallest", "b_small.png"),
+                                           ("oldest", "b_small.png"), ("first", "a_big.png")])  # fmt: skip
+def test_keep_policies(dup_photos: Path, keep: str, expected: str) -> None:
+    with open_index(dup_photos / ".birder-index") as index:
+        result = find_duplicates(index, 0.8, keep=keep)
+    keepers = {Path(g.keeper.path).name for g in result.groups}
+    members = {Path(m.path).name for g in result.groups for m in g.duplicates}
+    assert expected in keepers and expected not in members
+
+
+def test_against_reports_only_cross_pairs(tmp_path: Path, tiny_pt: Path) -> None:
+    train, test = tmp_path / "train", tmp_path / "test"
+    train.mkdir(), test.mkdir()
+    photo(1, (300, 200)).save(train / "x.png")
+    photo(2, (300, 200)).save(train / "y.png")
+    photo(2, (300, 200)).save(train / "y_copy.png")  # a duplicate inside train: not reported with --against
+    photo(1, (300, 200)).resize((150, 100)).save(test / "x_small.png")  # leaked
+    photo(3, (300, 200)).save(test / "z.png")
+    for folder in (train, test):
+        build_index(folder, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    with open_index(test / ".birder-index") as mine, open_index(train / ".birder-index") as theirs:
+        result = find_duplicates(mine, 0.97, against=theirs)
+    assert [(Path(g.keeper.path).name, [Path(m.path).name for m in g.duplicates]) for g in result.groups] == [
+        ("x.png", ["x_small.png"])
+    ]
+
+
+def test_cli_outputs_dry_run_move_and_undo(dup_photos: Path, tmp_path: Path) -> None:
+    index_dir = str(dup_photos / ".birder-index")
+    run = CliRunner().invoke
+    out = run(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--json", "-"])
+    data = json.loads(out.stdout)
+    assert out.exit_code == 0 and data["threshold"] == 0.97
+    assert set(data["groups"][0]) == {"keeper", "duplicates"} and set(data["groups"][0]["duplicates"][0]) == {
+        "path",
+        "score",
+        "kind",
+    }
+    csv_file, report = tmp_path / "d.csv", tmp_path / "d.html"
+    run(
+        cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--csv", str(csv_file), "--report", str(report)]
+    )
+    rows = list(csv.DictReader(csv_file.read_text().splitlines()))
+    assert rows and set(rows[0]) == {"group", "keeper", "path", "score", "kind"}
+    page = report.read_text()
+    assert page.count("data:image/jpeg;base64,") >= 2 and "keeper" in page
+
+    before = sorted(p.name for p in dup_photos.iterdir())
+    aside = tmp_path / "aside"
+    dry = run(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--move-to", str(aside)])
+    assert "dry run:" in dry.output and sorted(p.name for p in dup_photos.iterdir()) == before and not aside.exists()
+    plan = tmp_path / "plan.csv"
+    done = run(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--move-to", str(aside), "--yes",
+                     "--plan", str(plan)])  # fmt: skip
+    assert done.exit_code == 0 and "undo with" in done.output
+    moved = {Path(r["src"]).name for r in csv.DictReader(plan.read_text().splitlines())}
+    keepers = {Path(g["keeper"]).name for g in data["groups"]}
+    assert moved and not (moved & keepers) and all((aside / name).exists() for name in moved)
+    assert all((dup_photos / k).exists() for k in keepers)
+    undo = run(cli, ["dedup", "--undo", str(plan)])
+    assert (
+        undo.output.startswith(f"{len(moved)} files moved back")
+        and sorted(p.name for p in dup_photos.iterdir()) == before
+    )
+
+
+def test_calibration_is_stored_and_reused(dup_photos: Path) -> None:
+    index_dir = str(dup_photos / ".birder-index")
+    first = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9"])
+    assert first.exit_code == 0 and first.output.startswith("calibrated threshold ")
+    assert "estimated recall per variant: downscale" in first.output
+    second = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9"])
+    assert second.output.startswith("stored calibration: threshold ")
+    both = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--threshold", "0.9"])
+    assert both.exit_code == 1 and "give --threshold or --precision, not both" in both.output
