@@ -88,6 +88,13 @@ class Encoder:
             return torch.empty(0, self.embedding_dim)
         return self._run(self._embed_fn, pixels)
 
+    def head_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The classifier head applied to stored embeddings (no image needed): float32 (B, classes)."""
+        if not self.has_head or self._classify_fn is None:
+            raise CheckpointError(f"{self.info.name} has no classifier head (it is an encoder checkpoint)")
+        with torch.inference_mode():
+            return self._classify_fn(embeddings.to(self.device).float()).float().cpu()
+
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """Softmax of the model's own classifier head (fine-tuned checkpoints only)."""
         if not self.has_head or self._classify_fn is None:

@@ -26,6 +26,7 @@ from birder_index.db.models import Label
 from birder_index.db.models import LabelSet
 from birder_index.db.models import Meta
 from birder_index.db.models import Model
+from birder_index.db.models import Prediction
 from birder_index.db.models import utcnow
 
 T = TypeVar("T")
@@ -234,6 +235,72 @@ def set_labels(s: Session, set_name: str, ids: Sequence[int], labels: Sequence[s
     rows = [{"image_id": int(i), "set_id": set_id, "label": str(lab)} for i, lab in zip(ids, labels, strict=True)]
     if rows:
         s.execute(insert(Label), rows)
+
+
+def labels_of(s: Session, set_name: str) -> tuple[np.ndarray, list[str]]:
+    """(image ids, labels) of the indexed images labelled in a set, by id."""
+    rows = s.execute(
+        select(Label.image_id, Label.label)
+        .join(LabelSet, LabelSet.id == Label.set_id)
+        .join(Image, Image.id == Label.image_id)
+        .where(LabelSet.name == set_name, Image.status == INDEXED)
+        .order_by(Label.image_id)
+    ).all()
+    return np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]
+
+
+def label_summary(s: Session, set_name: str | None = None) -> list[tuple[str, str, int]]:
+    """(set, label, number of images) for every class, or those of one set."""
+    stmt = (
+        select(LabelSet.name, Label.label, func.count())
+        .join(Label, Label.set_id == LabelSet.id)
+        .group_by(LabelSet.name, Label.label)
+        .order_by(LabelSet.name, Label.label)
+    )
+    if set_name is not None:
+        stmt = stmt.where(LabelSet.name == set_name)
+    return [(a, b, c) for a, b, c in s.execute(stmt)]
+
+
+def remove_labels(s: Session, set_name: str, label: str | None = None) -> int:
+    """Remove a class from a set, or the whole set; returns how many labels went."""
+    set_id = label_set_id(s, set_name)
+    if set_id is None:
+        return 0
+    stmt = delete(Label).where(Label.set_id == set_id)
+    if label is not None:
+        stmt = stmt.where(Label.label == label)
+    n = s.execute(stmt).rowcount  # type: ignore[attr-defined]
+    if label is None:
+        s.execute(delete(Prediction).where(Prediction.set_id == set_id))
+        s.execute(delete(LabelSet).where(LabelSet.id == set_id))
+    return int(n)
+
+
+def unlabelled_ids(s: Session, set_name: str) -> np.ndarray:
+    set_id = label_set_id(s, set_name)
+    labelled = select(Label.image_id).where(Label.set_id == set_id)
+    rows = s.execute(select(Image.id).where(Image.status == INDEXED, Image.id.not_in(labelled)).order_by(Image.id))
+    return np.array([r[0] for r in rows], np.int64)
+
+
+def ids_by_path(s: Session, paths: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for chunk in _chunks(paths):
+        out.update({p: i for p, i in s.execute(select(Image.path, Image.id).where(Image.path.in_(chunk)))})
+    return out
+
+
+def set_predictions(s: Session, set_name: str, rows: Sequence[tuple[int, str, float, str]]) -> None:
+    """(image id, label, score, method) for unlabelled images; replaces earlier predictions of the set."""
+    set_id = label_set_id(s, set_name, create=True)
+    s.execute(delete(Prediction).where(Prediction.set_id == set_id))
+    if rows:
+        now = utcnow()
+        s.execute(insert(Prediction), [
+            {"image_id": i, "set_id": set_id, "label": lab, "score": sc, "method": m, "predicted_at": now}
+            for i, lab, sc, m in rows
+        ])  # fmt: skip
 
 
 # -- the FAISS manifest -----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from birder_index.indexer.layout import ensure_writable
 from birder_index.indexer.lock import WriterLock
 from birder_index.indexer.model import ModelSpec
 from birder_index.indexer.model import load_encoder
+from birder_index.indexer.refresh import RefreshReport
 from birder_index.indexer.refresh import refresh_ann
 from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.select import check_index_options
@@ -49,6 +50,7 @@ class ImportReport:
     dim: int
     factory: str
     seconds: float
+    index: RefreshReport  # what the FAISS refresh did (training, adding, tuning)
 
 
 def read_chunks(path: Path, paths_file: Path | None = None) -> Iterator[Chunk]:
@@ -138,7 +140,7 @@ def import_embeddings(
             report = refresh_ann(index)
         finally:
             engine.dispose()
-    return ImportReport(n, dim, report.factory, time.perf_counter() - t0)
+    return ImportReport(n, dim, report.factory, time.perf_counter() - t0, report)
 
 
 def _import(

@@ -55,6 +55,9 @@ class RefreshReport:
     seconds: float
     recall: float | None = None
     qps: float | None = None
+    train_seconds: float = 0.0  # k-means and PQ training (0 when the index was updated, not trained)
+    add_seconds: float = 0.0
+    tune_seconds: float = 0.0
 
 
 def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> RefreshReport:
@@ -77,16 +80,19 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     fresh = retrain or not exists or manifest is None
     if not fresh and manifest is not None:
         fresh = needs_retraining(manifest.factory, manifest.trained_on, len(ids), d, max_memory, gpu)
+    timings = {"train_seconds": 0.0, "add_seconds": 0.0}
     if fresh:
         plan = choose_index(len(ids), d, max_memory, gpu)
-        state = _train(index, plan, gpu)
+        state = _train(index, plan, gpu, timings)
         trained_on = len(ids)
     else:
         assert manifest is not None
         state = AnnState(ann.load(index.dir / manifest.file), manifest.factory, json.loads(manifest.params))
         index.catch_up(state)
         trained_on = manifest.trained_on
+    t_tune = time.perf_counter()
     recall, qps = _tuned(index, state, target, force=fresh, previous=manifest)
+    tune_seconds = time.perf_counter() - t_tune
     name = f"index-{generation}-{uuid.uuid4().hex[:6]}.faiss"
     ann.save(state.index, index.dir / name)
     save_array(dense_row_map(ids, rows), index.dir / (name + ROW_MAP_SUFFIX))
@@ -111,7 +117,7 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     index._ann = state
     seconds = time.perf_counter() - t0
     logger.info("FAISS %s index with %d vectors written in %.1fs", state.factory, n, seconds)
-    return RefreshReport(state.factory, n, fresh, seconds, recall, qps)
+    return RefreshReport(state.factory, n, fresh, seconds, recall, qps, tune_seconds=tune_seconds, **timings)
 
 
 def gpu_available() -> bool:
@@ -119,7 +125,7 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def _train(index: Index, plan: IndexPlan, gpu: bool) -> AnnState:
+def _train(index: Index, plan: IndexPlan, gpu: bool, timings: dict[str, float]) -> AnnState:
     """A new index: trained on a random sample of the store (never the first N), then every vector added."""
     ids, rows = index.id_rows()
     d = index.model_row().embedding_dim
@@ -132,9 +138,12 @@ def _train(index: Index, plan: IndexPlan, gpu: bool) -> AnnState:
         sample = np.sort(rng.choice(len(ids), plan.training_points, replace=False))
         t0 = time.perf_counter()
         target.train(normalize(index.store().get(rows[sample])))
-        logger.info("trained %s on %d vectors in %.1fs", plan.factory, len(sample), time.perf_counter() - t0)
+        timings["train_seconds"] = time.perf_counter() - t0
+        logger.info("trained %s on %d vectors in %.1fs", plan.factory, len(sample), timings["train_seconds"])
+    t0 = time.perf_counter()
     for start, block in index.store().blocks(rows):
         ann.add(target, ids[start : start + len(block)], normalize(block))
+    timings["add_seconds"] = time.perf_counter() - t0
     if target is not cpu_index:
         cpu_index = faiss.index_gpu_to_cpu(target)  # the saved index is always a CPU index
     params: dict[str, Any] = {} if plan.exact else {"nlist": plan.nlist, "m": plan.m, "nbits": plan.nbits}

@@ -1,0 +1,133 @@
+"""Label sets: a folder-per-class tree (ImageFolder layout) or a CSV `path,label`, stored in the index."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.errors import BirderIndexError
+from birder_index.indexer.index import Index
+from birder_index.indexer.scan import IMAGE_EXTENSIONS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelImport:
+    set_name: str
+    labelled: int = 0
+    classes: int = 0
+    unknown: list[str] = field(default_factory=list)  # paths not in the index (not indexed, or failed)
+    empty_classes: list[str] = field(default_factory=list)
+
+
+def read_label_source(source: Path, root: Path | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """((path relative to the index root, label) pairs, empty classes) from a class-folder tree or a CSV."""
+    if source.is_dir():
+        return _from_folders(source, root)
+    if source.suffix.lower() == ".csv":
+        return _from_csv(source, root), []
+    raise BirderIndexError(f"{source}: give a folder with one subfolder per class, or a CSV with path,label")
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is None:
+        return str(path)
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _from_folders(source: Path, root: Path | None) -> tuple[list[tuple[str, str]], list[str]]:
+    pairs, empty = [], []
+    classes = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise BirderIndexError(f"{source} has no class subfolders (expected {source}/<class>/<image>)")
+    for folder in classes:
+        images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not images:
+            empty.append(folder.name)
+        pairs += [(_relative(p, root), folder.name) for p in images]
+    return pairs, empty
+
+
+def _from_csv(source: Path, root: Path | None) -> list[tuple[str, str]]:
+    try:
+        with open(source, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BirderIndexError(f"cannot read {source}: {e}") from None
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    bad = [n for n, r in enumerate(rows, 1) if len(r) < 2 or not r[0].strip() or not r[1].strip()]
+    if bad:
+        raise BirderIndexError(f"{source}: row {bad[0]} is not `path,label`")
+    base = source.parent
+    out = []
+    for path, label, *_ in rows:
+        p = Path(path.strip())
+        absolute = p if p.is_absolute() else (root / p if root and (root / p).exists() else base / p)
+        out.append((_relative(absolute, root) if absolute.exists() else path.strip(), label.strip()))
+    return out
+
+
+def import_labels(index: Index, source: Path, set_name: str) -> LabelImport:
+    """Label indexed photos; paths the index does not hold are reported, not fatal (unless all are)."""
+    pairs, empty = read_label_source(source, index.root)
+    report = LabelImport(set_name, empty_classes=empty)
+    with session_scope(index.engine) as s:
+        ids = q.ids_by_path(s, [p for p, _ in pairs])
+        known = [(ids[p], label) for p, label in pairs if p in ids]
+        report.unknown = [p for p, _ in pairs if p not in ids]
+        if pairs and not known:
+            raise BirderIndexError(f"none of the {len(pairs)} paths in {source} is in the index (first: {pairs[0][0]})")
+        q.set_labels(s, set_name, [i for i, _ in known], [label for _, label in known])
+    report.labelled, report.classes = len(known), len({label for _, label in known})
+    return report
+
+
+def label_summary(index: Index, set_name: str | None = None) -> list[tuple[str, str, int]]:
+    with session_scope(index.engine) as s:
+        return q.label_summary(s, set_name)
+
+
+def remove_labels(index: Index, set_name: str, label: str | None = None) -> int:
+    with session_scope(index.engine) as s:
+        n = q.remove_labels(s, set_name, label)
+    if n == 0:
+        raise BirderIndexError(f"no labels {'in class ' + repr(label) + ' of ' if label else 'in '}set {set_name!r}")
+    return n
+
+
+def label_folder_or_csv(
+    source: Path, set_name: str, index_dir: Path | None = None, spec: object | None = None
+) -> tuple[LabelImport, Path]:
+    """Import labels, indexing on the way: a class-folder tree inside the indexed folder is indexed incrementally
+    first; with no index anywhere, the tree itself becomes the indexed folder. Returns (report, index folder)."""
+    from birder_index.errors import IndexNotFound
+    from birder_index.indexer import BuildOptions
+    from birder_index.indexer import ModelSpec
+    from birder_index.indexer import build_index
+    from birder_index.indexer import open_index
+    from birder_index.indexer.layout import find_index_dir
+
+    model = spec if isinstance(spec, ModelSpec) else ModelSpec()
+    try:
+        directory = find_index_dir(index_dir, start=source if source.is_dir() else None)
+    except IndexNotFound:
+        if not source.is_dir() or index_dir is not None:
+            raise
+        build_index(source, spec=model, options=BuildOptions())
+        directory = find_index_dir(None, start=source)
+    with open_index(directory) as index:
+        root = index.root
+    if source.is_dir() and root is not None and source.resolve().is_relative_to(root):
+        build_index(root, directory, model, BuildOptions())  # incremental: only photos not yet indexed
+    with open_index(directory) as index:
+        return import_labels(index, source, set_name), directory

@@ -1,0 +1,177 @@
+"""`lookup`: what a photo shows, from a label set of the index (see fewshot.py for the methods)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.errors import BirderIndexError
+from birder_index.indexer.index import Index
+from birder_index.indexer.index import absolute_path
+from birder_index.search.fewshot import METHODS
+from birder_index.search.fewshot import Classifier
+from birder_index.search.fewshot import Knn
+from birder_index.search.fewshot import Prototype
+from birder_index.search.fewshot import fit_classes
+from birder_index.search.fewshot import open_set_threshold
+from birder_index.search.fewshot import top_predictions
+from birder_index.search.knn import expand_queries
+from birder_index.search.knn import query_vectors
+
+if TYPE_CHECKING:
+    from birder_index.backbone.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    ids: np.ndarray
+    x: np.ndarray  # raw embeddings
+    y: np.ndarray  # class indices
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    query: str
+    predictions: list[tuple[str, float, list[str]]]  # (label, score, support paths)
+    unknown: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "query": self.query,
+            "predictions": [{"label": lab, "score": round(sc, 6), "support": sup} for lab, sc, sup in self.predictions],
+            "unknown": self.unknown,
+        }
+
+
+def labelled_set(index: Index, set_name: str) -> LabelledSet:
+    with session_scope(index.engine) as s:
+        ids, labels = q.labels_of(s, set_name)
+    if not len(ids):
+        raise BirderIndexError(f"label set {set_name!r} is empty or does not exist (`birder-index label list`)")
+    y, classes = fit_classes(labels)
+    if len(classes) < 2:
+        raise BirderIndexError(f"label set {set_name!r} has one class ({classes[0]}); lookup needs at least 2")
+    return LabelledSet(ids, index.vectors(ids), y, classes)
+
+
+def classifier(
+    index: Index, ls: LabelledSet, method: str, neighbours: int = 10, probe_file: Path | None = None
+) -> tuple[Classifier, np.ndarray]:
+    """The fitted classifier and held-out scores of the labelled photos (for the open-set threshold)."""
+    if method not in METHODS:
+        raise BirderIndexError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "knn":
+        knn = Knn.fit(ls.x, ls.y, ls.classes, neighbours)
+        return knn, knn.scores(ls.x, exclude=np.arange(len(ls.x)))
+    if method == "prototype":
+        proto = Prototype.fit(ls.x, ls.y, ls.classes)
+        return proto, proto.loo_scores(ls.x, ls.y)
+    if method == "probe":
+        return _probe(index, ls, probe_file)
+    return _head(index, ls)
+
+
+def _probe(index: Index, ls: LabelledSet, probe_file: Path | None) -> tuple[Classifier, np.ndarray]:
+    from birder_index.search.probe import LinearProbe
+    from birder_index.search.probe import fit_probe
+    from birder_index.search.probe_eval import cross_val_scores
+
+    row = index.model_row()
+    if probe_file is not None:
+        probe = LinearProbe.load(probe_file, row.sha256, row.embedding_dim)
+        if sorted(probe.classes) != ls.classes:
+            raise BirderIndexError(f"{probe_file} was fitted on other classes than label set's")
+    else:
+        probe = fit_probe(ls.x, ls.y, ls.classes, model_sha256=row.sha256)
+    held_out = cross_val_scores(ls.x, ls.y, ls.classes, lam=probe.lam)
+    return probe, held_out
+
+
+@dataclass
+class _Head:
+    classes: list[str]
+    columns: np.ndarray  # the head's outputs for the set's classes
+    encoder: Encoder
+
+    def scores(self, xq: np.ndarray) -> np.ndarray:
+        """Softmax over the set's classes of the model's own head, applied to the stored embeddings."""
+        import torch
+
+        logits = self.encoder.head_logits(torch.from_numpy(np.asarray(xq, np.float32)))[:, self.columns]
+        return torch.softmax(logits, 1).numpy()
+
+
+def _head(index: Index, ls: LabelledSet) -> tuple[Classifier, np.ndarray]:
+    enc = index.load_encoder()
+    if not enc.has_head:
+        raise BirderIndexError(f"{enc.info.name} has no classifier head; use --method knn, prototype or probe")
+    position = {c: i for i, c in enumerate(enc.info.classes)}
+    missing = [c for c in ls.classes if c not in position]
+    if missing:
+        raise BirderIndexError(f"the model's head has no class {missing[0]!r} (of {len(missing)} set classes)")
+    head = _Head(ls.classes, np.array([position[c] for c in ls.classes]), enc)
+    return head, head.scores(ls.x)
+
+
+def lookup(
+    index: Index, queries: list[str], set_name: str, method: str = "knn", k: int = 5, neighbours: int = 10,
+    min_score: float | None = None, probe_file: Path | None = None, exact: bool = False,
+) -> list[Lookup]:  # fmt: skip
+    """Top-k classes per query image, with supporting labelled photos; `unknown` below the open-set threshold."""
+    ls = labelled_set(index, set_name)
+    clf, held_out = classifier(index, ls, method, neighbours, probe_file)
+    threshold = open_set_threshold(held_out) if min_score is None else min_score
+    files = expand_queries(list(queries))
+    xq = query_vectors(index, files, exact=exact)
+    return _lookups(index, files, xq, ls, clf, k, threshold)
+
+
+def _lookups(index: Index, names: list[str], xq: np.ndarray, ls: LabelledSet, clf: Classifier, k: int,
+             threshold: float) -> list[Lookup]:  # fmt: skip
+    scores = clf.scores(xq)
+    preds = top_predictions(scores, ls.classes, k, Knn.fit(ls.x, ls.y, ls.classes), xq, ls.ids)
+    with session_scope(index.engine) as s:
+        paths = q.paths_of(s, ls.ids)
+    root = index.root
+    out = []
+    for name, row in zip(names, preds, strict=True):
+        named = [(p.label, p.score, [absolute_path(root, paths[i]) for i in p.support]) for p in row]
+        out.append(Lookup(name, named, unknown=row[0].score < threshold))
+    return out
+
+
+def lookup_all(
+    index: Index, set_name: str, method: str = "knn", neighbours: int = 10, min_score: float | None = None,
+    csv_file: Path | None = None, probe_file: Path | None = None, block: int = 4096,
+) -> tuple[int, int, float]:  # fmt: skip
+    """Label every unlabelled indexed photo; predictions go to the store (and `csv_file`). Returns
+    (predicted, unknown, threshold)."""
+    ls = labelled_set(index, set_name)
+    clf, held_out = classifier(index, ls, method, neighbours, probe_file)
+    threshold = open_set_threshold(held_out) if min_score is None else min_score
+    with session_scope(index.engine) as s:
+        todo = q.unlabelled_ids(s, set_name)
+    rows: list[tuple[int, str, float, str]] = []
+    for start in range(0, len(todo), block):
+        ids = todo[start : start + block]
+        scores = clf.scores(index.vectors(ids))
+        best = scores.argmax(1)
+        for i, c, sc in zip(ids.tolist(), best.tolist(), scores.max(1).tolist(), strict=True):
+            rows.append((i, ls.classes[c] if sc >= threshold else "unknown", float(sc), method))
+    with session_scope(index.engine) as s:
+        q.set_predictions(s, set_name, rows)
+        paths = q.paths_of(s, [r[0] for r in rows]) if csv_file else {}
+    if csv_file is not None:
+        with open(csv_file, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "score", "method"])
+            root = index.root
+            w.writerows([absolute_path(root, paths[i]), lab, f"{sc:.6f}", m] for i, lab, sc, m in rows)
+    return len(rows), sum(r[1] == "unknown" for r in rows), threshold

@@ -1,0 +1,144 @@
+"""How well the labelled set can be learned: cross-validated probe accuracy, per-class recall, a confusion-matrix
+picture, and k-shot curves (1, 2, 5, 10 photos per class, several random draws) for kNN and prototypes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+from birder_index.indexer.index import Index
+from birder_index.search.fewshot import Knn
+from birder_index.search.fewshot import Prototype
+from birder_index.search.probe import LinearProbe
+from birder_index.search.probe import fit_probe
+
+SHOTS = (1, 2, 5, 10)
+
+
+@dataclass(frozen=True)
+class ProbeEval:
+    top1: float
+    top5: float
+    per_class_recall: dict[str, float]
+    confusion: np.ndarray  # (true, predicted) counts
+    lam: float
+    kshot: dict[str, dict[int, tuple[float, float]]]  # method -> shots -> (mean, std) accuracy over draws
+
+
+def cross_val_scores(x: np.ndarray, y: np.ndarray, classes: list[str], folds: int = 5, lam: float | None = None,
+                     balanced: bool = False) -> np.ndarray:  # fmt: skip
+    """Held-out probe probabilities for every row, by stratified k-fold cross-validation."""
+    folds = max(2, min(folds, int(np.bincount(y, minlength=len(classes)).min()) or 2))
+    out = np.zeros((len(x), len(classes)), np.float32)
+    for part in stratified_folds(y, folds, seed=0):
+        train = np.setdiff1d(np.arange(len(x)), part)
+        present = np.unique(y[train])
+        remap = np.full(len(classes), -1)
+        remap[present] = np.arange(len(present))
+        probe = fit_probe(x[train], remap[y[train]], [classes[c] for c in present], lam=lam, balanced=balanced)
+        out[np.ix_(part, present)] = probe.scores(x[part])
+    return out
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(k)]
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        for n, i in enumerate(members):
+            parts[n % k].append(int(i))
+    return [np.sort(np.array(p, np.int64)) for p in parts if p]
+
+
+def sample_k_shot(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k indices per class, in np.unique order (with replacement only where a class has fewer): birder's sampler."""
+    out = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        out.append(rng.choice(idx, k, replace=len(idx) < k))
+    return np.concatenate(out)
+
+
+def kshot_curves(x: np.ndarray, y: np.ndarray, classes: list[str], draws: int = 5, neighbours: int = 10,
+                 seed: int = 0) -> dict[str, dict[int, tuple[float, float]]]:  # fmt: skip
+    """Accuracy on the photos not drawn, for k photos per class drawn at random (seeds seed + draw, as birder)."""
+    curves: dict[str, dict[int, tuple[float, float]]] = {"knn": {}, "prototype": {}}
+    smallest = int(np.bincount(y).min())
+    for shots in (s for s in SHOTS if s < smallest):  # leave every class at least one photo to test on
+        accs: dict[str, list[float]] = {"knn": [], "prototype": []}
+        for draw in range(draws):
+            train = sample_k_shot(y, shots, np.random.default_rng(seed + draw))
+            test = np.setdiff1d(np.arange(len(y)), train)
+            knn = Knn.fit(x[train], y[train], classes, neighbours)
+            proto = Prototype.fit(x[train], y[train], classes)
+            for name, clf in (("knn", knn), ("prototype", proto)):
+                accs[name].append(float((clf.scores(x[test]).argmax(1) == y[test]).mean()))
+        for name in curves:
+            curves[name][shots] = (float(np.mean(accs[name])), float(np.std(accs[name], ddof=1)) if draws > 1 else 0.0)
+    return curves
+
+
+def evaluate_probe(x: np.ndarray, y: np.ndarray, classes: list[str], folds: int = 5, balanced: bool = False,
+                   draws: int = 5) -> ProbeEval:  # fmt: skip
+    probe = fit_probe(x, y, classes, balanced=balanced)
+    scores = cross_val_scores(x, y, classes, folds, lam=probe.lam, balanced=balanced)
+    pred = scores.argmax(1)
+    top5 = np.argsort(-scores, 1)[:, :5]
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    recall = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
+    return ProbeEval(float((pred == y).mean()), float((top5 == y[:, None]).any(1).mean()), recall, confusion,
+                     probe.lam, kshot_curves(x, y, classes, draws))  # fmt: skip
+
+
+def confusion_png(confusion: np.ndarray, classes: list[str], path: Path) -> None:
+    """A heat map of row-normalised counts, true classes down, predicted across, counts written in the cells."""
+    n = len(classes)
+    cell = max(18, min(48, 900 // max(n, 1)))
+    margin = 8 + 7 * min(24, max((len(c) for c in classes), default=1))
+    img = Image.new("RGB", (margin + n * cell + 10, margin + n * cell + 10), "white")
+    draw = ImageDraw.Draw(img)
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    for i in range(n):
+        draw.text((4, margin + i * cell + cell // 3), classes[i][:24], fill="black")
+        for j in range(n):
+            shade = int(255 * (1 - rates[i, j]))
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=colour, outline=(220, 220, 220))
+            if confusion[i, j] and cell >= 24:
+                draw.text((box[0] + 3, box[1] + cell // 3), str(confusion[i, j]), fill="black")
+    for j in range(n):
+        column = Image.new("RGB", (margin - 8, cell), "white")
+        ImageDraw.Draw(column).text((2, cell // 3), classes[j][:24], fill="black")
+        img.paste(column.rotate(90, expand=True), (margin + j * cell, 0))
+    img.save(path)
+
+
+def fit_set_probe(
+    index: Index, set_name: str, balanced: bool = False, lam: float | None = None
+) -> tuple[LinearProbe, float]:
+    """A probe fitted on a label set of the index, bound to the index's model; returns (probe, seconds)."""
+    import time
+
+    from birder_index.search.lookup import labelled_set
+
+    ls = labelled_set(index, set_name)
+    t0 = time.perf_counter()
+    probe = fit_probe(ls.x, ls.y, ls.classes, lam=lam, balanced=balanced, model_sha256=index.model_row().sha256)
+    return probe, time.perf_counter() - t0
+
+
+def evaluate_set(index: Index, set_name: str, folds: int = 5, balanced: bool = False,
+                 png: Path | None = None) -> ProbeEval:  # fmt: skip
+    from birder_index.search.lookup import labelled_set
+
+    ls = labelled_set(index, set_name)
+    ev = evaluate_probe(ls.x, ls.y, ls.classes, folds, balanced)
+    if png is not None:
+        confusion_png(ev.confusion, ls.classes, png)
+    return ev
