@@ -41,11 +41,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class AnnState:
     index: faiss.Index
     factory: str
     params: dict[str, Any]  # nprobe, k_factor, ... as tuned
+    row_map: np.ndarray  # id -> store row of the vector the index holds (-1: none): tells replaced vectors apart
 
 
 class Index:
@@ -118,18 +119,14 @@ class Index:
                 self._row_map = dense_row_map(*self.id_rows())
         return self._row_map
 
-    def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(store rows, found mask) for image ids."""
-        ids = np.asarray(ids, dtype=np.int64)
-        row_map = self.row_map()
-        inside = (ids >= 0) & (ids < len(row_map))
-        rows = np.full(len(ids), -1, np.int64)
-        rows[inside] = row_map[ids[inside]]
+        rows = lookup_rows(self.row_map(), ids)
         return rows, rows >= 0
 
     def fetch_normalized(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalised float32 vectors, found mask) for ids; ids no longer indexed come back as zeros."""
-        rows, found = self._rows_of(ids)
+        rows, found = self.rows_of(ids)
         out = np.zeros((len(rows), self.store().dim), np.float32)
         if found.any():
             out[found] = normalize(self.store().get(rows[found]))
@@ -137,7 +134,7 @@ class Index:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Raw float32 embeddings for image ids (ids must be indexed)."""
-        rows, found = self._rows_of(ids)
+        rows, found = self.rows_of(ids)
         if not found.all():
             raise BirderIndexError("some ids are not indexed")
         return self.store().get(rows)
@@ -156,37 +153,50 @@ class Index:
                 generation = q.get_int(s, "generation")
             if manifest is None:
                 return self._exact_from_store()
-            path = self.dir / manifest.file
             try:
-                index = ann.load(path)
-            except RuntimeError:
-                if not path.exists():
-                    continue
-                raise BirderIndexError(f"cannot read the FAISS index {path}: run `birder-index reindex`") from None
-            state = AnnState(index, manifest.factory, json.loads(manifest.params))
+                state = self.load_ann_file(manifest.file, manifest.factory, json.loads(manifest.params))
+            except FileNotFoundError:
+                continue
             if manifest.generation != generation:
                 self.catch_up(state)
             return state
         return self._exact_from_store()
 
+    def load_ann_file(self, name: str, factory: str, params: dict[str, Any]) -> AnnState:
+        """A FAISS file and the id -> row map written with it (no map: every vector counts as replaced)."""
+        path = self.dir / name
+        try:
+            index = ann.load(path)
+        except RuntimeError:
+            if not path.exists():
+                raise FileNotFoundError(path) from None
+            raise BirderIndexError(f"cannot read the FAISS index {path}: run `birder-index reindex`") from None
+        map_path = self.dir / (name + ROW_MAP_SUFFIX)
+        row_map = np.load(map_path) if map_path.exists() else np.zeros(0, np.int64)
+        return AnnState(index, factory, params, row_map)
+
     def catch_up(self, state: AnnState) -> None:
-        """Add what the database committed after the FAISS file was written, drop what it deleted."""
+        """Bring the FAISS index to what the database committed after its file was written: drop deleted ids and
+        ids whose vector was replaced (another store row: a changed photo, a re-import), add the new ones."""
         ids, rows = self.id_rows()
+        now = dense_row_map(ids, rows)
         present = ann.ids_in(state.index)
-        extra = np.setdiff1d(present, ids, assume_unique=True)
-        ann.remove(state.index, extra)
-        missing = ~np.isin(ids, present, assume_unique=True)
+        before, after = lookup_rows(state.row_map, present), lookup_rows(now, present)
+        stale = present[(after < 0) | (before != after)]
+        ann.remove(state.index, stale)
+        missing = ~np.isin(ids, np.setdiff1d(present, stale), assume_unique=True)
         if missing.any() and ann.is_trained(state.index):
             for start, block in self.store().blocks(rows[missing]):
                 ann.add(state.index, ids[missing][start : start + len(block)], normalize(block))
-        logger.info("FAISS index caught up in memory: +%d -%d vectors", int(missing.sum()), len(extra))
+        state.row_map = now
+        logger.info("FAISS index caught up in memory: +%d -%d vectors", int(missing.sum()), len(stale))
 
     def _exact_from_store(self) -> AnnState:
         ids, rows = self.id_rows()
         index = ann.new_index("Flat", self.model_row().embedding_dim)
         for start, block in self.store().blocks(rows):
             ann.add(index, ids[start : start + len(block)], normalize(block))
-        return AnnState(index, "Flat", {})
+        return AnnState(index, "Flat", {}, dense_row_map(ids, rows))
 
     # -- the model --------------------------------------------------------------------------------------------------
     def load_encoder(self, device: str | None = None, precision: str = "auto", progress: bool = True) -> Encoder:
@@ -245,6 +255,15 @@ def dense_row_map(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     dtype = np.int32 if (len(rows) == 0 or rows.max() < 2**31 - 1) else np.int64
     out = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype)
     out[ids] = rows
+    return out
+
+
+def lookup_rows(row_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """row_map[ids], with -1 for ids outside the map (or negative)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    inside = (ids >= 0) & (ids < len(row_map))
+    out = np.full(len(ids), -1, np.int64)
+    out[inside] = row_map[ids[inside]]
     return out
 
 

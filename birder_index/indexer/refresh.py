@@ -74,7 +74,7 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     if exists and manifest is not None and manifest.generation == generation and not (retrain or rebuild):
         return RefreshReport(manifest.factory, manifest.vector_count, False, 0.0)
     index.invalidate()  # this refresh follows writes: re-read them
-    ids, rows = index.id_rows()
+    ids, _ = index.id_rows()
     d = index.model_row().embedding_dim
     gpu = gpu_available()
     fresh = retrain or not exists or manifest is None
@@ -87,7 +87,7 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
         trained_on = len(ids)
     else:
         assert manifest is not None
-        state = AnnState(ann.load(index.dir / manifest.file), manifest.factory, json.loads(manifest.params))
+        state = index.load_ann_file(manifest.file, manifest.factory, json.loads(manifest.params))
         index.catch_up(state)
         trained_on = manifest.trained_on
     t_tune = time.perf_counter()
@@ -95,7 +95,7 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     tune_seconds = time.perf_counter() - t_tune
     name = f"index-{generation}-{uuid.uuid4().hex[:6]}.faiss"
     ann.save(state.index, index.dir / name)
-    save_array(dense_row_map(ids, rows), index.dir / (name + ROW_MAP_SUFFIX))
+    save_array(state.row_map, index.dir / (name + ROW_MAP_SUFFIX))
     n = int(state.index.ntotal)
     with session_scope(index.engine) as s:
         q.set_manifest(
@@ -147,7 +147,7 @@ def _train(index: Index, plan: IndexPlan, gpu: bool, timings: dict[str, float]) 
     if target is not cpu_index:
         cpu_index = faiss.index_gpu_to_cpu(target)  # the saved index is always a CPU index
     params: dict[str, Any] = {} if plan.exact else {"nlist": plan.nlist, "m": plan.m, "nbits": plan.nbits}
-    return AnnState(cpu_index, plan.factory, params)
+    return AnnState(cpu_index, plan.factory, params, dense_row_map(ids, rows))
 
 
 def _tuned(
@@ -170,7 +170,7 @@ def _tuned(
     gt = drop_self(exact_knn(xq, blocks, k + 1), q_ids, k)
 
     def search(x: np.ndarray, kk: int, nprobe: int, k_factor: int) -> tuple[np.ndarray, np.ndarray]:
-        return ann.search_reranked(state.index, x, kk, nprobe, k_factor, index.fetch_normalized)
+        return ann.search_reranked(state.index, x, kk, nprobe, k_factor, index.rows_of, index.store().array())
 
     nlist = int(state.params.get("nlist", 0))
     if nlist == 0:  # exact: recall 1.0 by construction; measure the speed

@@ -15,6 +15,7 @@ POINTS_PER_CENTROID = 50  # within FAISS's advice of 39..256; training time grow
 DEFAULT_MEMORY = 4 << 30  # --max-index-memory default: 4 GiB, a laptop's spare RAM
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # sub-quantizers GpuIndexIVFPQ accepts
 ID_BYTES = 8  # int64 id per vector in the inverted lists
+MAX_CODE_BYTES = 64  # PQ128x4fs: 89 bytes per vector in RAM at 1M x 768, coarse quantizer and ids included
 
 
 def check_index_options(max_index_memory: int | None, target_recall: float | None) -> None:
@@ -62,13 +63,14 @@ def _pq_size(d: int, budget: float, gpu: bool) -> tuple[int, int]:
     """(M, bits): the most sub-quantizers that fit `budget` bytes per code, dividing d.
 
     CPU: 4-bit fast-scan codes (SIMD lookup tables, several times faster to scan than 8-bit), at most one
-    sub-quantizer per 4 dimensions (past that, exact re-ranking recovers more than finer codes do).
+    sub-quantizer per 4 dimensions and 64 bytes of code: past that, the re-ranking from the store recovers recall
+    for less memory and scan time than longer codes (measured in docs/index.md).
     GPU: 8-bit codes (the GPU has no fast-scan), M from the values GpuIndexIVFPQ accepts.
     """
     if gpu:
         fits = [m for m in GPU_PQ_M if d % m == 0 and m <= budget]
         return (max(fits) if fits else min(m for m in GPU_PQ_M if d % m == 0)), 8
-    fits = [m for m in range(2, d // 4 + 1, 2) if d % m == 0 and m / 2 * 1.05 <= budget]
+    fits = [m for m in range(2, min(d // 4, MAX_CODE_BYTES * 2) + 1, 2) if d % m == 0 and m / 2 * 1.05 <= budget]
     return (max(fits) if fits else min(m for m in range(2, d + 1, 2) if d % m == 0)), 4
 
 

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 # search(xq, k, nprobe, k_factor) -> (D, I)
 SearchFn = Callable[[np.ndarray, int, int, int], tuple[np.ndarray, np.ndarray]]
-K_FACTORS = (1, 2, 4, 8, 16, 32)
+K_FACTORS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def nearest(
     state = index.ann()
     nprobe = nprobe or state.params.get("nprobe")
     k_factor = k_factor or state.params.get("k_factor", 1)
-    return ann.search_reranked(state.index, normalize(xq), k, nprobe, k_factor, index.fetch_normalized)
+    return ann.search_reranked(state.index, normalize(xq), k, nprobe, k_factor, index.rows_of, index.store().array())
 
 
 def hits_for(index: Index, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:

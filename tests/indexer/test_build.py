@@ -19,6 +19,7 @@ from birder_index.indexer import build_index
 from birder_index.indexer import describe
 from birder_index.indexer import open_index
 from birder_index.indexer.ann import ids_in
+from birder_index.search import nearest
 from tests.helpers import photo
 from tests.helpers import save_vit
 
@@ -80,6 +81,9 @@ def test_changed_file_gets_a_new_vector(photos: Path, tiny_pt: Path) -> None:
     build_index(photos, options=OPTS)
     with open_index(photos / ".birder-index") as index:
         new = index.vectors(np.array([ids["photo03.jpg"]]))
+        D, I = nearest(index, new, k=1)  # FAISS holds the new vector under the same id, not the old one
+        assert I[0, 0] == ids["photo03.jpg"] and D[0, 0] > 0.999
+        assert nearest(index, old, k=1)[0][0, 0] < 0.999
     assert not np.allclose(old, new)
 
 
