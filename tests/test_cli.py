@@ -120,3 +120,18 @@ def test_classify_with_the_models_head(photos: Path, checkpoints: Path) -> None:
         cli, ["classify", str(photos / "photo00.jpg"), "--weights", str(checkpoints / "vit_reg4_b16_tiny.pt")]
     )
     assert result.exit_code == 1 and "has no classifier head" in result.output
+
+
+def test_metadata_in_another_database(
+    photos: Path, tiny_pt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'meta.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    index_dir = tmp_path / "vectors"
+    result = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--index-dir", index_dir, "--db", url)
+    assert result.exit_code == 0 and not (index_dir / "index.db").exists()
+    monkeypatch.setenv("BIRDER_INDEX_DB", url)
+    out = run("search", photos / "photo00.jpg", "-k", "1", "--index-dir", index_dir).output
+    assert out.splitlines()[2].endswith("photo00.jpg")
+    missing = CliRunner().invoke(cli, ["info"])
+    assert missing.exit_code == 1 and "name the index folder with --index-dir" in missing.output

@@ -278,10 +278,17 @@ def check_model(index: Index, info: ModelInfo) -> None:
 
 
 def open_index(index_dir: str | Path | None = None, db: str | None = None) -> Index:
-    """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the nearest `.birder-index/` upwards."""
-    if db is not None:
-        directory = Path(index_dir) if index_dir else Path.cwd()
-        return Index(directory, open_database(db))
+    """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the nearest `.birder-index/` upwards.
+
+    The metadata may live in another SQLAlchemy database (`db`, else $BIRDER_INDEX_DB); the folder, which then
+    must be named, still holds the embedding store and the FAISS files.
+    """
+    db = db or os.environ.get("BIRDER_INDEX_DB")
+    if db:
+        folder = index_dir or os.environ.get("BIRDER_INDEX_DIR")
+        if not folder:
+            raise BirderIndexError("with a --db / BIRDER_INDEX_DB database, name the index folder with --index-dir")
+        return Index(Path(folder), open_database(db))
     directory = find_index_dir(index_dir)
     return Index(directory, open_database(sqlite_url(directory / DB_FILE)))
 
