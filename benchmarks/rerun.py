@@ -1,4 +1,5 @@
-"""Re-running `build` over an unchanged folder: stat only, no model load, no embedding.
+"""Re-running `build` over an unchanged folder: stat only, no model load, no embedding. Also the first build's
+peak resident memory at N/10 and N photos, which should not grow with N (the build streams).
 
     python benchmarks/rerun.py [--files 10000] [--repeats 5]
 
@@ -9,6 +10,7 @@ user runs it (a fresh process each time, Python start-up included) and prints th
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -34,10 +36,16 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         photo(i, (32, 24)).save(folder / f"img{i:05d}.jpg", quality=80)
     weights = save_vit(root, "vit_reg4_b16", "pt")
-    cmd = [sys.executable, "-m", "birder_index", "build", str(photos)]
+    small = root / "small"
+    for path in sorted(photos.rglob("*.jpg"))[: args.files // 10]:
+        (small / path.parent.name).mkdir(parents=True, exist_ok=True)
+        os.link(path, small / path.parent.name / path.name)
+    peak, out = _first_build(small, weights)
+    print(f"first build: {out} (peak memory {peak:.0f} MB)")
     t0 = time.perf_counter()
-    first = subprocess.run([*cmd, "--weights", str(weights)], capture_output=True, text=True, check=True)
-    print(f"first build: {first.stdout.strip()} (wall {time.perf_counter() - t0:.1f}s)")
+    peak, out = _first_build(photos, weights)
+    print(f"first build: {out} (wall {time.perf_counter() - t0:.1f}s, peak memory {peak:.0f} MB)")
+    cmd = [sys.executable, "-m", "birder_index", "build", str(photos)]
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -52,6 +60,18 @@ def main() -> None:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import birder_index.cli, birder_index.indexer"], check=True)
     print(f"of which Python start-up and imports: {time.perf_counter() - t0:.2f}s (rc {start.returncode})")
+
+
+def _first_build(folder: Path, weights: Path) -> tuple[float, str]:
+    """(peak resident MB, summary line) of a first build in a fresh process. A helper process runs it, so that
+    the peak of one build is not mixed with another's (RUSAGE_CHILDREN keeps the maximum over all children)."""
+    code = (
+        "import resource, subprocess, sys; r = subprocess.run([sys.executable, '-m', 'birder_index', 'build', "
+        f"{str(folder)!r}, '--weights', {str(weights)!r}], check=True, capture_output=True, text=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); print(r.stdout.strip())"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    return float(lines[0]), lines[1]
 
 
 if __name__ == "__main__":

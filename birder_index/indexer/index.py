@@ -57,6 +57,7 @@ class Index:
         self._id_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._row_map: np.ndarray | None = None
         self._store: VectorStore | None = None
+        self._model: Model | None = None
 
     # -- what the index holds -------------------------------------------------------------------------------------
     @property
@@ -70,11 +71,12 @@ class Index:
         return self.dir.resolve().parent if inside else Path(root)  # an index inside its folder moves with it
 
     def model_row(self) -> Model:
-        with session_scope(self.engine) as s:
-            row = q.get_model(s)
-        if row is None:
+        if self._model is None:
+            with session_scope(self.engine) as s:
+                self._model = q.get_model(s)
+        if self._model is None:
             raise BirderIndexError(f"the index in {self.dir} has no model yet (build it first)")
-        return row
+        return self._model
 
     def model_info(self) -> ModelInfo:
         row = self.model_row()
@@ -83,14 +85,14 @@ class Index:
         return ModelInfo(row.name, row.arch, row.sha256, row.embedding_dim, pre)
 
     def store(self) -> VectorStore:
-        """The embedding store as committed now (re-read on each call: a build may have committed more)."""
+        """The embedding store as committed when first asked (or since `invalidate`)."""
+        if self._store is not None:
+            return self._store
         with session_scope(self.engine) as s:
             rows = q.get_int(s, "store_rows")
             file = q.get_meta(s, "store_file") or "vectors.f16"
             dtype = q.get_meta(s, "store_dtype") or "float16"
-        dim = self.model_row().embedding_dim
-        if self._store is None or self._store.rows != rows or self._store.path.name != file:
-            self._store = VectorStore(self.dir / file, dim, dtype, rows)
+        self._store = VectorStore(self.dir / file, self.model_row().embedding_dim, dtype, rows)
         return self._store
 
     def id_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -101,9 +103,11 @@ class Index:
         return self._id_rows
 
     def invalidate(self) -> None:
-        """Forget cached rows and maps: the caller has written to the index."""
+        """Forget cached rows, maps and store length: the caller has written to the index."""
         self._id_rows = None
         self._row_map = None
+        self._store = None
+        self._model = None
 
     def row_map(self) -> np.ndarray:
         """Dense id -> store row (-1: not indexed). Memory-mapped from the file written beside the FAISS index

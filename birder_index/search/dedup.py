@@ -51,7 +51,10 @@ class Group:
 class DedupResult:
     threshold: float
     groups: list[Group]
-    pairs_checked: int = 0
+    # every pair above the threshold before grouping: (a ids, b ids, similarities)
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -198,7 +201,7 @@ def find_duplicates(index: Index, threshold: float, keep: str = "largest", again
     stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
-    return DedupResult(threshold, groups, len(a))
+    return DedupResult(threshold, groups, (a, b, scores))
 
 
 def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group]) -> None:
@@ -240,7 +243,7 @@ def _find_across(index: Index, against: Index, threshold: float, keep: str) -> D
         grouped.setdefault(theirs_id, []).append((mine_id, score, kind))
     order = keeper_order(their_sha, keep)
     stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
-    return DedupResult(threshold, _named(against, index, stars), len(a))
+    return DedupResult(threshold, _named(against, index, stars), (a, b, s))
 
 
 def _named(keepers: Index, members: Index, stars: list[tuple[int, list[tuple[int, float, str]]]]) -> list[Group]:

@@ -1,0 +1,252 @@
+"""Dedup benchmark: quality on real photos with generated duplicates and hard negatives, and scale on synthetic
+embeddings against imagededup's N x N approach.
+
+    python benchmarks/dedup.py quality --photos PHOTOS
+    python benchmarks/dedup.py scale [--rows 1000000] [--imagededup-python /path/to/venv/bin/python]
+
+Quality: every real photo (../shared/datasets/real-photos.sh) plus generated variants of each (resize, JPEG
+quality 30-95, crop keeping 70-95 %, flip, rotation up to 10 degrees, brightness, greyscale, text overlay, a
+lossless re-save), embedded with the shared ImageNet encoder. Ground truth: a photo and its variants are
+duplicates; so are the photos that are the same picture at several sizes (the Elephants and the Sway wallpapers);
+light/dark and recoloured versions of one design and the grey abstract set are hard negatives. Reported as
+imagededup's evaluation does: pairwise precision, recall and F1 of the duplicate class, recall per variant kind,
+group purity; with the calibrated threshold and fixed ones.
+
+Scale: N synthetic embeddings from the calibrated generator with 1 % planted near-duplicates, deduplicated in one
+process (time, peak memory, planted pairs found); at 20k and 50k side by side with imagededup's
+`find_duplicates(encoding_map=...)` on the same vectors and threshold (run with --imagededup-python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageEnhance
+from PIL import ImageOps
+from realdata import SHARED_PT2
+from realdata import photo_paths
+from synthetic import Generator
+
+from birder_index.indexer import ModelSpec
+from birder_index.indexer import build_index
+from birder_index.indexer import import_embeddings
+from birder_index.indexer import open_index
+from birder_index.search.calibrate import _rotate
+from birder_index.search.calibrate import calibrate
+from birder_index.search.dedup import find_duplicates
+
+SAME_PICTURE = [r"mate_abstract_Elephants", r"sway_Sway_Wallpaper_Blue"]  # one picture at several sizes
+KINDS = ("resize", "jpeg", "crop", "flip", "rotate", "brightness", "grey", "text", "lossless")
+
+
+def variant(img: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """A generated duplicate and a label with its parameter."""
+    w, h = img.size
+    if kind == "resize":
+        s = rng.uniform(0.25, 0.7)
+        return img.resize((max(16, int(w * s)), max(16, int(h * s))), Image.Resampling.BICUBIC), f"resize{s:.2f}"
+    if kind == "jpeg":
+        q = int(rng.integers(30, 96))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=q)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), f"jpeg{q}"
+    if kind == "crop":
+        keep = rng.uniform(0.70, 0.95)
+        cw, ch = int(w * keep**0.5), int(h * keep**0.5)
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        return img.crop((x, y, x + cw, y + ch)), f"crop{keep:.2f}"
+    if kind == "flip":
+        return ImageOps.mirror(img), "flip"
+    if kind == "rotate":
+        deg = rng.uniform(2, 10) * rng.choice([-1, 1])
+        return _rotate(img, float(deg)), f"rotate{deg:.1f}"
+    if kind == "brightness":
+        f = rng.uniform(0.7, 1.3)
+        return ImageEnhance.Brightness(img).enhance(f), f"brightness{f:.2f}"
+    if kind == "grey":
+        return ImageOps.grayscale(img).convert("RGB"), "grey"
+    if kind == "text":
+        out = img.copy()
+        ImageDraw.Draw(out).text((w // 10, h // 2), "SAMPLE  (c) birder-index", fill=(255, 255, 0))
+        return out, "text"
+    return img, "lossless"
+
+
+def make_collection(photos: Path, out: Path, seed: int = 0) -> dict[str, tuple[str, str]]:
+    """Originals and variants in `out`; returns name -> (source family, kind)."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for path in photo_paths(photos):
+        family = next((f for f in SAME_PICTURE if re.match(f, path.stem)), path.stem)
+        img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        img.thumbnail((1600, 1600), Image.Resampling.BICUBIC)  # a camera-sized original keeps this benchmark short
+        img.save(out / f"{path.stem}.png")
+        truth[f"{path.stem}.png"] = (family, "original")
+        for kind in KINDS:
+            v, label = variant(img, kind, rng)
+            name = f"{path.stem}__{label}.{'png' if kind == 'lossless' else 'jpg'}"
+            v.save(out / name, **({} if kind == "lossless" else {"quality": 95}))
+            truth[name] = (family, kind)
+    return truth
+
+
+def evaluate(groups: list[tuple[str, list[tuple[str, str]]]], truth: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """Pairwise precision/recall/F1 of the duplicate class, recall per kind (photo and its own variant in one
+    group), group purity, and exact-duplicate precision/recall."""
+    group_of = {}
+    for n, (keeper, members) in enumerate(groups):
+        for name in [keeper, *(m for m, _ in members)]:
+            group_of[name] = n
+    names = sorted(truth)
+    tp = fp = fn = 0
+    for a, b in itertools.combinations(names, 2):
+        same_truth = truth[a][0] == truth[b][0]
+        same_pred = a in group_of and group_of.get(a) == group_of.get(b)
+        tp += same_truth and same_pred
+        fp += same_pred and not same_truth
+        fn += same_truth and not same_pred
+    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    out = {"precision": precision, "recall": recall, "f1": 2 * precision * recall / max(precision + recall, 1e-9)}
+    for kind in KINDS:
+        pairs = [(n, f"{truth[n][0]}") for n in names if truth[n][1] == kind]
+        originals = {n: truth[n][0] for n in names if truth[n][1] == "original"}
+        hits = 0
+        for n, _ in pairs:
+            source = n.split("__")[0] + ".png"
+            hits += source in group_of and group_of.get(n) == group_of[source] if source in originals else 0
+        out[f"recall_{kind}"] = hits / max(len(pairs), 1)
+    pure = [len({truth[m][0] for m in [k, *(x for x, _ in ms)]}) == 1 for k, ms in groups]
+    out["purity"] = float(np.mean(pure)) if pure else 1.0
+    exact_pred = {(k, m) for k, ms in groups for m, kind in ms if kind == "exact"}
+    exact_true = {(n.split("__")[0] + ".png", n) for n in names if truth[n][1] == "lossless"}
+    exact_pred_norm = {tuple(sorted(p)) for p in exact_pred}
+    exact_true_norm = {tuple(sorted(p)) for p in exact_true}
+    out["exact_precision"] = len(exact_pred_norm & exact_true_norm) / max(len(exact_pred_norm), 1)
+    out["exact_recall"] = len(exact_pred_norm & exact_true_norm) / max(len(exact_true_norm), 1)
+    return out
+
+
+def quality(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp())
+    truth = make_collection(args.photos, work / "collection")
+    t0 = time.perf_counter()
+    build_index(work / "collection", spec=ModelSpec(weights=SHARED_PT2))
+    print(f"{len(truth)} images ({len(photo_paths(args.photos))} photos, {len(KINDS)} variants each) indexed in "
+          f"{time.perf_counter() - t0:.0f}s with {SHARED_PT2.name}")  # fmt: skip
+    with open_index(work / "collection" / ".birder-index") as index:
+        t0 = time.perf_counter()
+        cal = calibrate(index, index.load_encoder(), precision=0.99)
+        print(f"calibrated threshold {cal.threshold:.4f} for precision 0.99 in {time.perf_counter() - t0:.0f}s "
+              f"(estimated {cal.estimated_precision:.3f}; per-variant recall on the sample: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items()) + ")")  # fmt: skip
+        header = ["threshold", "precision", "recall", "f1", "purity", "exact P", "exact R"] + [f"R {k}" for k in KINDS]
+        print("  ".join(f"{h:>9}" for h in header))
+        for label, t in [("calibrated", cal.threshold)] + [(f"fixed {t}", t) for t in (0.85, 0.90, 0.95, 0.98)]:
+            result = find_duplicates(index, t)
+            groups = [(Path(g.keeper.path).name, [(Path(m.path).name, m.kind) for m in g.duplicates])
+                      for g in result.groups]  # fmt: skip
+            m = evaluate(groups, truth)
+            cells = [t, m["precision"], m["recall"], m["f1"], m["purity"], m["exact_precision"], m["exact_recall"]]
+            cells += [m[f"recall_{k}"] for k in KINDS]
+            print(f"{label:>10} " + "  ".join(f"{c:9.4f}" for c in cells))
+
+
+# -- scale ---------------------------------------------------------------------------------------------------------
+
+GEN = Generator(mean=3.0, spread=0.6875, rank=128, decay=0.5, noise=0.16, per_cluster=370, local_rank=8)
+
+
+def planted(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n vectors, the last 1 % being near-duplicates (cosine about 0.998) of random earlier ones."""
+    n_dup = n // 100
+    x = GEN.sample(n - n_dup, d, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    src = rng.choice(n - n_dup, n_dup, replace=False)
+    dup = x[src] + rng.standard_normal((n_dup, d)).astype(np.float32) * (0.06 / np.sqrt(d))
+    return np.concatenate([x, dup / np.linalg.norm(dup, axis=1, keepdims=True)]), src
+
+
+def scale(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp())
+    for n in args.compare:
+        x, _ = planted(n, args.dim)
+        ours = _ours(x, work / f"cmp{n}", args.threshold)
+        line = f"{n:>8} x {args.dim}: birder-index {ours['seconds']:.1f}s, {ours['peak_mb']:.0f} MB peak, "
+        line += f"{ours['pairs']} pairs"
+        if args.imagededup_python:
+            np.save(work / "x.npy", x)
+            cmd = [str(args.imagededup_python), str(Path(__file__).with_name("imagededup_run.py")), str(work / "x.npy"),
+                   str(args.threshold), str(work / "pairs.json")]  # fmt: skip
+            idd = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            theirs = {tuple(p) for p in json.loads((work / "pairs.json").read_text())}
+            mine = {tuple(p) for p in json.loads((work / f"cmp{n}" / "pairs.json").read_text())}
+            line += (f" | imagededup {idd['seconds']:.1f}s, {idd['peak_mb']:.0f} MB peak, {len(theirs)} pairs | "
+                     f"{idd['seconds'] / ours['seconds']:.1f}x faster, same pairs: {mine == theirs} "
+                     f"(only ours {len(mine - theirs)}, only theirs {len(theirs - mine)})")  # fmt: skip
+        print(line, flush=True)
+    if args.rows:
+        x, src = planted(args.rows, args.dim)
+        res = _ours(x, work / "big", args.threshold)
+        n_dup = args.rows // 100
+        found = {tuple(p) for p in json.loads((work / "big" / "pairs.json").read_text())}
+        planted_pairs = {(int(s), int(args.rows - n_dup + i)) for i, s in enumerate(src)}
+        print(f"{args.rows} x {args.dim}: deduplicated in {res['seconds']:.0f}s (import, index and tuning "
+              f"{res['import_s']:.0f}s before), peak memory {res['peak_mb']:.0f} MB, {res['pairs']} pairs, "
+              f"planted pairs found {len(found & planted_pairs) / len(planted_pairs):.3f}")  # fmt: skip
+
+
+def _ours(x: np.ndarray, work: Path, threshold: float) -> dict[str, float]:
+    """Import (not timed as dedup), then dedup in a fresh process: its time and peak memory alone."""
+    work.mkdir(parents=True)
+    np.save(work / "x.npy", x)
+    (work / "p.txt").write_text("\n".join(str(i) for i in range(len(x))))
+    t0 = time.perf_counter()
+    import_embeddings(work / "x.npy", work / "index", work / "p.txt")
+    import_s = time.perf_counter() - t0
+    (work / "x.npy").unlink()
+    code = (
+        "import json, resource, sys, time\n"
+        "from birder_index.indexer import open_index\nfrom birder_index.search.dedup import find_duplicates\n"
+        f"t0 = time.perf_counter()\nindex = open_index({str(work / 'index')!r})\n"
+        f"r = find_duplicates(index, {threshold})\ns = time.perf_counter() - t0\n"
+        "paths = {i: int(p) for i, p in enumerate(open(%r).read().split(), 1)}\n"
+        % str(work / "p.txt")
+        + "a, b, _ = r.pairs\npairs = sorted(sorted((paths[int(i)], paths[int(j)])) for i, j in zip(a, b))\n"
+        f"open({str(work / 'pairs.json')!r}, 'w').write(json.dumps(pairs))\n"
+        "print(json.dumps({'seconds': s, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "'pairs': len(pairs)}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return {**out, "import_s": import_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--photos", type=Path, required=True)
+    s = sub.add_parser("scale")
+    s.add_argument("--rows", type=int, default=1_000_000)
+    s.add_argument("--dim", type=int, default=512)
+    s.add_argument("--threshold", type=float, default=0.995)
+    s.add_argument("--compare", type=int, nargs="*", default=[20_000, 50_000])
+    s.add_argument("--imagededup-python", type=Path)
+    args = parser.parse_args()
+    quality(args) if args.what == "quality" else scale(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Embedding throughput of `build` against the machine's limit, side by side with a plain reference path.
+
+    python benchmarks/embed.py PHOTOS --weights MODEL.pt [--birder-python /path/to/birder-venv/bin/python]
+
+For each path (birder-index's build path; a reference path: PIL full decode, float32, no overlap) it reports:
+decode+resize core-seconds per image (read, sha256, decode, resize: what a decode worker does); the model's
+images/s alone; its FLOPs per image; the measured peak matmul rate in the dtype used; the corpus limit
+cores / (decode core-seconds + FLOPs / peak per core); the end-to-end images/s of `build_index` (model loading
+excluded) and the fraction of the limit reached. Also the tolerances: cosine of the fast decode path to the exact
+one on every photo, and of bf16 to float32 embeddings where bf16 runs natively. With --birder-python, birder's own
+inference path on the same files (benchmarks/birder_path.py) runs in the same session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from birder_index.backbone import load_backbone
+from birder_index.backbone.cpu import usable_cores
+from birder_index.backbone.encoder import Encoder
+from birder_index.backbone.hardware import fast_bf16
+from birder_index.backbone.images import decode
+from birder_index.indexer import BuildOptions
+from birder_index.indexer import ModelSpec
+from birder_index.indexer import build_index
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@dataclass
+class PathResult:
+    name: str
+    decode_cs: float  # core-seconds per image
+    model_ips: float
+    flops: float
+    peak: float  # FLOP/s, all cores, in the dtype used
+    dtype: str
+    end_to_end: float
+
+    @property
+    def limit(self) -> float:
+        cores = usable_cores()
+        return cores / (self.decode_cs + self.flops / (self.peak / cores))
+
+
+def peak_matmul(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times)
+
+
+def model_flops(encoder: Encoder) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = encoder.info.preprocess.size
+    counter = FlopCounterMode(display=False)
+    with counter:
+        encoder.embed(torch.zeros(1, 3, h, w, dtype=torch.uint8))
+    return float(counter.get_total_flops())
+
+
+def decode_core_seconds(files: list[Path], size: tuple[int, int], fast: bool) -> float:
+    """Median seconds per image of what a decode worker does (one thread): read, sha256, decode, resize."""
+    torch.set_num_threads(1)
+    times = []
+    for f in files:
+        t0 = time.perf_counter()
+        data = f.read_bytes()
+        hashlib.sha256(data).hexdigest()
+        decode(data, size, fast=fast)
+        times.append(time.perf_counter() - t0)
+    torch.set_num_threads(usable_cores())
+    return float(np.mean(times))
+
+
+def model_images_per_second(encoder: Encoder, batch: int = 32, repeats: int = 3) -> float:
+    h, w = encoder.info.preprocess.size
+    x = torch.randint(0, 256, (batch, 3, h, w), dtype=torch.uint8)
+    encoder.embed(x[:4])
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        encoder.embed(x)
+    return batch * repeats / (time.perf_counter() - t0)
+
+
+def end_to_end(photos: Path, weights: Path, exact: bool, workers: int | None, batch: int) -> float:
+    spec = ModelSpec(weights=weights, precision="float32" if exact else "auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = build_index(
+            photos, Path(tmp) / "index", spec, BuildOptions(batch_size=batch, workers=workers, exact=exact)
+        )
+    return report.images_per_second
+
+
+def tolerances(encoder32: Encoder, files: list[Path]) -> dict[str, float]:
+    size = encoder32.info.preprocess.size
+    exact = torch.stack([torch.from_numpy(decode(f, size).pixels) for f in files])
+    fast = torch.stack([torch.from_numpy(decode(f, size, fast=True).pixels) for f in files])
+    e, fa = encoder32.embed(exact), encoder32.embed(fast)
+    cos = torch.nn.functional.cosine_similarity(e, fa).numpy()
+    out = {"fast_decode_cos_min": float(cos.min()), "fast_decode_cos_median": float(np.median(cos))}
+    if fast_bf16(encoder32.device):
+        encoder32.dtype = torch.bfloat16
+        b = encoder32.embed(exact)
+        encoder32.dtype = None
+        out["bf16_cos_min"] = float(torch.nn.functional.cosine_similarity(e, b).min())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos", type=Path)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--network", help="birder network name, for --birder-python (default: from the file name)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--birder-python", type=Path, help="a Python with birder installed, to run its own path")
+    args = parser.parse_args()
+    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in EXTENSIONS)
+    fast_enc = load_backbone(weights=args.weights, precision="auto")
+    exact_enc = load_backbone(weights=args.weights, precision="float32", sha256=fast_enc.info.sha256)
+    size = fast_enc.info.preprocess.size
+    flops = model_flops(exact_enc)
+    used = torch.bfloat16 if fast_enc.dtype is torch.bfloat16 else torch.float32
+    peak_used, peak32 = peak_matmul(used), peak_matmul(torch.float32)
+    print(f"{len(files)} photos, {fast_enc.info.name} at {size[0]}x{size[1]}, {usable_cores()} cores, "
+          f"bf16 native: {fast_bf16(fast_enc.device)}; peak matmul {peak32 / 1e9:.0f} GFLOP/s float32"
+          + (f", {peak_used / 1e9:.0f} bf16" if used is torch.bfloat16 else ""))  # fmt: skip
+    results = [
+        PathResult("birder-index build", decode_core_seconds(files, size, fast=True), model_images_per_second(fast_enc),
+                   flops, peak_used, str(used).removeprefix("torch."),
+                   end_to_end(args.photos, args.weights, False, args.workers, args.batch_size)),
+        PathResult("reference (PIL full decode, float32, no overlap)", decode_core_seconds(files, size, fast=False),
+                   model_images_per_second(exact_enc), flops, peak32, "float32",
+                   end_to_end(args.photos, args.weights, True, 0, args.batch_size)),
+    ]  # fmt: skip
+    print(f"\n{'path':<52} {'decode cs/img':>13} {'model img/s':>11} {'GFLOP/img':>9} {'peak GFLOP/s':>12} "
+          f"{'limit img/s':>11} {'end-to-end':>10} {'of limit':>8}")  # fmt: skip
+    for r in results:
+        peak = f"{r.peak / 1e9:9.0f} {r.dtype[:4]:>2}"
+        print(f"{r.name:<52} {r.decode_cs:13.4f} {r.model_ips:11.2f} {r.flops / 1e9:9.2f} {peak} "
+              f"{r.limit:11.2f} {r.end_to_end:10.2f} {r.end_to_end / r.limit:8.2f}")  # fmt: skip
+    print(f"\nbuild vs reference end to end: {results[0].end_to_end / results[1].end_to_end:.2f}x")
+    tol = tolerances(exact_enc, files)
+    print("tolerances: " + ", ".join(f"{k} {v:.5f}" for k, v in tol.items()))
+    if args.birder_python:
+        network = args.network or args.weights.stem.rsplit("_", 1)[0]
+        for amp in [False, True] if fast_bf16(fast_enc.device) else [False]:
+            cmd = [str(args.birder_python), str(Path(__file__).with_name("birder_path.py")), str(args.weights), network,
+                   str(args.photos), "--batch-size", str(args.batch_size)] + (["--amp"] if amp else [])  # fmt: skip
+            out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            ratio = results[0].end_to_end / out["images_per_second"]
+            print(f"birder's own path ({'bf16' if amp else 'float32'}): {out['images_per_second']:.2f} images/s; "
+                  f"birder-index build is {ratio:.2f}x that")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
