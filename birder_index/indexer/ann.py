@@ -66,11 +66,34 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, nprobe: int | None = None
     if index.ntotal == 0 or k <= 0:
         return np.full((len(xq), max(k, 0)), -np.inf, np.float32), np.full((len(xq), max(k, 0)), -1, np.int64)
     params = None
-    if nprobe is not None and _is_ivf(index):
+    if nprobe is not None and _is_gpu(index):
+        gpu_index: Any = index
+        gpu_index.nprobe = nprobe  # GPU indexes take it as an attribute
+    elif nprobe is not None and _is_ivf(index):
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
     D, I = index.search(xq, k, params=params)
     return D, I
+
+
+def _is_gpu(index: faiss.Index) -> bool:
+    return type(index).__name__.startswith("Gpu")
+
+
+def gpu_available() -> bool:
+    """A GPU build of FAISS and a GPU to run it on."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def to_gpu(index: faiss.Index) -> faiss.Index:
+    """The index cloned to GPU 0 for searching where FAISS can (not fast-scan codes); else the index as is."""
+    if not gpu_available():
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    except RuntimeError as e:  # e.g. IVF fast-scan has no GPU implementation
+        logger.info("searching on the CPU: %s", str(e).splitlines()[0])
+        return index
 
 
 def search_reranked(

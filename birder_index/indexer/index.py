@@ -145,9 +145,12 @@ class Index:
 
     # -- the FAISS index ------------------------------------------------------------------------------------------
     def ann(self) -> AnnState:
-        """The FAISS index, brought up to the database's committed state in memory if its file lags behind."""
+        """The FAISS index for searching, brought up to the database's committed state in memory if its file lags
+        behind (on the GPU when a GPU build of FAISS has one)."""
         if self._ann is None:
-            self._ann = self._load_ann()
+            state = self._load_ann()
+            state.index = ann.to_gpu(state.index)
+            self._ann = state
         return self._ann
 
     def _load_ann(self) -> AnnState:

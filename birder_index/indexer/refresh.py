@@ -76,7 +76,7 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     index.invalidate()  # this refresh follows writes: re-read them
     ids, _ = index.id_rows()
     d = index.model_row().embedding_dim
-    gpu = gpu_available()
+    gpu = ann.gpu_available()
     fresh = retrain or not exists or manifest is None
     if not fresh and manifest is not None:
         fresh = needs_retraining(manifest.factory, manifest.trained_on, len(ids), d, max_memory, gpu)
@@ -118,11 +118,6 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     seconds = time.perf_counter() - t0
     logger.info("FAISS %s index with %d vectors written in %.1fs", state.factory, n, seconds)
     return RefreshReport(state.factory, n, fresh, seconds, recall, qps, tune_seconds=tune_seconds, **timings)
-
-
-def gpu_available() -> bool:
-    """A GPU build of FAISS and a GPU to run it on."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 def _train(index: Index, plan: IndexPlan, gpu: bool, timings: dict[str, float]) -> AnnState:
