@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
@@ -28,44 +29,69 @@ def sqlite_url(path: Path) -> str:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    # WAL: readers (search, info) keep working while a build writes. FULL: a commit survives power loss, which
-    # the embedding store's committed length relies on.
-    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit survives power loss, which the embedding store's committed length relies on.
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def connect(url: str) -> Engine:
+def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    # WAL (stored in the file, so set once by its creator): readers (search, info) keep working while a build
+    # writes. Only the creator sets it: switching modes is a write, and a reader that writes while the first
+    # build creates the file can deadlock it ("database is locked").
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
+
+def connect(url: str, create: bool = False) -> Engine:
     try:
         engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise BirderIndexError(f"--db {url!r}: {e}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        if create:
+            event.listen(engine, "connect", _sqlite_wal)
     return engine
 
 
 def open_database(url: str, create: bool = False) -> Engine:
     """Open (or with `create`, initialise) a birder-index database and check its schema version."""
-    engine = connect(url)
+    engine = connect(url, create)
     try:
-        has_schema = inspect(engine).has_table("meta")
-        if not has_schema:
-            if not create:
-                raise IndexMismatch(f"{_display(url)} is not a birder-index database")
-            Base.metadata.create_all(engine)
-            with Session(engine) as s, s.begin():
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+        has_meta = inspect(engine).has_table("meta")
+        if not has_meta and not create:
+            raise IndexMismatch(f"{_display(url)} is not a birder-index database")
         with Session(engine) as s:
-            row = s.get(Meta, "schema_version")
-        version = int(row.value) if row else 0
+            row = s.get(Meta, "schema_version") if has_meta else None
+            version = int(row.value) if row else None
+        if version is None:
+            if not create:
+                # Its creator (a first build, running now) has not finished the tables: creating them here too
+                # would make one of the two processes fail on "table already exists".
+                raise IndexMismatch(f"{_display(url)} is still being created; try again in a moment")
+            _create_tables(engine)  # also finishes a creation that a killed first build left half done
+            with Session(engine) as s, s.begin():
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))  # last: marks the schema complete
+            version = SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise IndexMismatch(f"{_display(url)} has schema {version}; this birder-index reads up to {SCHEMA_VERSION}")
+        _create_tables(engine)  # tables added by later versions of the same schema line
     except SQLAlchemyError as e:
         raise BirderIndexError(f"cannot open database {_display(url)}: {str(e).splitlines()[0]}") from None
-    if version > SCHEMA_VERSION:
-        raise IndexMismatch(f"{_display(url)} has schema {version}; this birder-index reads up to {SCHEMA_VERSION}")
-    Base.metadata.create_all(engine)  # tables added by later versions of the same schema line
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """Create missing tables; another process may create the same ones at the same moment, which is fine."""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except OperationalError as e:
+            if "already exists" not in str(e) or attempt == attempts - 1:
+                raise
 
 
 @contextmanager

@@ -57,3 +57,42 @@ def test_ids_are_never_reused(tmp_path: Path) -> None:
         q.delete_images(s, [first])
         q.insert_pending(s, [("b.jpg", 1, 1)])
         assert q.known_files(s)["b.jpg"].id > first  # a stale FAISS id can never name a new photo
+
+
+def test_a_half_created_database_is_left_to_its_creator(tmp_path: Path) -> None:
+    """A reader that opens a database while the first build creates it must not create tables too."""
+    url = sqlite_url(tmp_path / "i.db")
+    engine = open_database(url, create=True)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM meta"))
+        conn.execute(text("DROP TABLE labels"))  # as if the creator had got this far
+    with pytest.raises(IndexMismatch, match="is still being created; try again in a moment"):
+        open_database(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE name = 'labels'")).scalar() == 0
+    open_database(url, create=True)  # a build that resumes a killed first build finishes the schema
+    with session_scope(open_database(url)) as s:
+        assert q.get_int(s, "schema_version") == SCHEMA_VERSION
+
+
+def test_tables_created_by_another_process_at_the_same_moment_are_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from birder_index.db import engine as engine_module
+
+    url = sqlite_url(tmp_path / "i.db")
+    engine = open_database(url, create=True)
+    real = engine_module.Base.metadata.create_all
+    calls = []
+
+    def racing_create_all(bind: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the other process won the race for this table
+            raise OperationalError("CREATE TABLE labels", {}, Exception("table labels already exists"))
+        real(engine)
+
+    monkeypatch.setattr(engine_module.Base.metadata, "create_all", racing_create_all)
+    open_database(url)
+    assert len(calls) == 2

@@ -95,9 +95,8 @@ def test_a_killed_writer_leaves_no_lock(tmp_path: Path) -> None:
 def test_readers_work_during_a_build(corpus: tuple[Path, Path, Path], tmp_path: Path) -> None:
     photos, weights, _ = corpus
     index_dir = tmp_path / "index"
-    proc = subprocess.Popen(
-        build_command(photos, index_dir, weights), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = (tmp_path / "stderr").open("w+")
+    proc = subprocess.Popen(build_command(photos, index_dir, weights), stdout=subprocess.DEVNULL, stderr=log)
     seen = []
     try:
         while proc.poll() is None and len(seen) < 20:
@@ -109,6 +108,7 @@ def test_readers_work_during_a_build(corpus: tuple[Path, Path, Path], tmp_path: 
             time.sleep(0.05)
     finally:
         proc.wait(timeout=60)
-    assert proc.returncode == 0
+    log.seek(0)
+    assert proc.returncode == 0, log.read()[-2000:]
     assert seen, "the build finished before a reader could look"
     assert all(committed == searchable for committed, searchable in seen)  # readers see the last committed state
