@@ -98,7 +98,7 @@ def model_images_per_second(encoder: Encoder, batch: int = 32, repeats: int = 3)
     return batch * repeats / (time.perf_counter() - t0)
 
 
-def end_to_end(photos: Path, weights: Path, exact: bool, workers: int | None, batch: int) -> float:
+def end_to_end(photos: Path, weights: Path, exact: bool, workers: int | None, batch: int | None) -> float:
     spec = ModelSpec(weights=weights, precision="float32" if exact else "auto")
     with tempfile.TemporaryDirectory() as tmp:
         report = build_index(
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("photos", type=Path)
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--network", help="birder network name, for --birder-python (default: from the file name)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help="build's batch (default: its own); the others use 32")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--birder-python", type=Path, help="a Python with birder installed, to run its own path")
     args = parser.parse_args()
@@ -142,12 +142,13 @@ def main() -> None:
           f"bf16 native: {fast_bf16(fast_enc.device)}; peak matmul {peak32 / 1e9:.0f} GFLOP/s float32"
           + (f", {peak_used / 1e9:.0f} bf16" if used is torch.bfloat16 else ""))  # fmt: skip
     results = [
-        PathResult("birder-index build", decode_core_seconds(files, size, fast=True), model_images_per_second(fast_enc),
+        PathResult("birder-index build", decode_core_seconds(files, size, fast=True),
+                   model_images_per_second(fast_enc, args.batch_size or 16),
                    flops, peak_used, str(used).removeprefix("torch."),
                    end_to_end(args.photos, args.weights, False, args.workers, args.batch_size)),
         PathResult("reference (PIL full decode, float32, no overlap)", decode_core_seconds(files, size, fast=False),
                    model_images_per_second(exact_enc), flops, peak32, "float32",
-                   end_to_end(args.photos, args.weights, True, 0, args.batch_size)),
+                   end_to_end(args.photos, args.weights, True, 0, 32)),
     ]  # fmt: skip
     print(f"\n{'path':<52} {'decode cs/img':>13} {'model img/s':>11} {'GFLOP/img':>9} {'peak GFLOP/s':>12} "
           f"{'limit img/s':>11} {'end-to-end':>10} {'of limit':>8}")  # fmt: skip
@@ -162,7 +163,7 @@ def main() -> None:
         network = args.network or args.weights.stem.rsplit("_", 1)[0]
         for amp in [False, True] if fast_bf16(fast_enc.device) else [False]:
             cmd = [str(args.birder_python), str(Path(__file__).with_name("birder_path.py")), str(args.weights), network,
-                   str(args.photos), "--batch-size", str(args.batch_size)] + (["--amp"] if amp else [])  # fmt: skip
+                   str(args.photos), "--batch-size", "32"] + (["--amp"] if amp else [])  # fmt: skip
             out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             ratio = results[0].end_to_end / out["images_per_second"]
             print(f"birder's own path ({'bf16' if amp else 'float32'}): {out['images_per_second']:.2f} images/s; "

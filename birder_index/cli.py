@@ -127,7 +127,7 @@ def cli(verbose: int) -> None:
 @index_dir_option
 @model_options
 @device_options
-@click.option("--batch-size", type=int, help="Images per batch (default 32 on CPU, 256 on GPU).")
+@click.option("--batch-size", type=int, help="Images per batch (default 16 on CPU, 256 on GPU).")
 @click.option("--workers", type=int, help="Decode processes (default from the device and cores).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")

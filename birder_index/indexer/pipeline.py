@@ -32,13 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 def default_batch_size(device: torch.device) -> int:
-    return 256 if device.type == "cuda" else 32
+    # A CPU runs a ViT as efficiently at 16 as at 32, and smaller batches fill the decode pipeline sooner.
+    return 256 if device.type == "cuda" else 16
 
 
 def default_workers(device: torch.device, n_images: int) -> int:
     cores = usable_cores()
-    if n_images < 64:
-        return 0  # worker start-up costs more than it saves
+    if n_images < 16:
+        return 0  # a forked worker starts in well under a second, but a handful of photos decode faster
     if device.type == "cuda":
         return max(1, min(cores - 1, 16))
     return max(1, cores // 2)
