@@ -39,6 +39,7 @@ from realdata import SHARED_PT2
 from realdata import photo_paths
 from synthetic import Generator
 
+from birder_index.backbone.images import open_upright
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
 from birder_index.indexer import import_embeddings
@@ -91,7 +92,7 @@ def make_collection(photos: Path, out: Path, seed: int = 0) -> dict[str, tuple[s
     out.mkdir(parents=True, exist_ok=True)
     for path in photo_paths(photos):
         family = next((f for f in SAME_PICTURE if re.match(f, path.stem)), path.stem)
-        img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        img, _, _ = open_upright(path)  # as `build` decodes it: alpha over grey (4 wallpapers are white under it)
         img.thumbnail((1600, 1600), Image.Resampling.BICUBIC)  # a camera-sized original keeps this benchmark short
         img.save(out / f"{path.stem}.png")
         truth[f"{path.stem}.png"] = (family, "original")
@@ -120,14 +121,16 @@ def evaluate(groups: list[tuple[str, list[tuple[str, str]]]], truth: dict[str, t
         fn += same_truth and not same_pred
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     out = {"precision": precision, "recall": recall, "f1": 2 * precision * recall / max(precision + recall, 1e-9)}
+
+    def with_its_original(n: str) -> bool:
+        source = n.split("__")[0] + ".png"
+        return source in group_of and group_of.get(n) == group_of[source]
+
     for kind in KINDS:
-        pairs = [(n, f"{truth[n][0]}") for n in names if truth[n][1] == kind]
-        originals = {n: truth[n][0] for n in names if truth[n][1] == "original"}
-        hits = 0
-        for n, _ in pairs:
-            source = n.split("__")[0] + ".png"
-            hits += source in group_of and group_of.get(n) == group_of[source] if source in originals else 0
-        out[f"recall_{kind}"] = hits / max(len(pairs), 1)
+        variants = [n for n in names if truth[n][1] == kind]
+        out[f"recall_{kind}"] = sum(map(with_its_original, variants)) / max(len(variants), 1)
+    crops80 = [n for n in names if truth[n][1] == "crop" and float(n.split("__crop")[1][:4]) >= 0.80]
+    out["recall_crop80"] = sum(map(with_its_original, crops80)) / max(len(crops80), 1)  # the target's crops
     pure = [len({truth[m][0] for m in [k, *(x for x, _ in ms)]}) == 1 for k, ms in groups]
     out["purity"] = float(np.mean(pure)) if pure else 1.0
     exact_pred = {(k, m) for k, ms in groups for m, kind in ms if kind == "exact"}
@@ -152,7 +155,8 @@ def quality(args: argparse.Namespace) -> None:
         print(f"calibrated threshold {cal.threshold:.4f} for precision 0.99 in {time.perf_counter() - t0:.0f}s "
               f"(estimated {cal.estimated_precision:.3f}; per-variant recall on the sample: "
               + ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items()) + ")")  # fmt: skip
-        header = ["threshold", "precision", "recall", "f1", "purity", "exact P", "exact R"] + [f"R {k}" for k in KINDS]
+        header = ["threshold", "precision", "recall", "f1", "purity", "exact P", "exact R"]
+        header += [f"R {k}" for k in KINDS] + ["R crop80"]
         print("  ".join(f"{h:>9}" for h in header))
         for label, t in [("calibrated", cal.threshold)] + [(f"fixed {t}", t) for t in (0.85, 0.90, 0.95, 0.98)]:
             result = find_duplicates(index, t)
@@ -160,7 +164,7 @@ def quality(args: argparse.Namespace) -> None:
                       for g in result.groups]  # fmt: skip
             m = evaluate(groups, truth)
             cells = [t, m["precision"], m["recall"], m["f1"], m["purity"], m["exact_precision"], m["exact_recall"]]
-            cells += [m[f"recall_{k}"] for k in KINDS]
+            cells += [m[f"recall_{k}"] for k in KINDS] + [m["recall_crop80"]]
             print(f"{label:>10} " + "  ".join(f"{c:9.4f}" for c in cells))
 
 
@@ -196,6 +200,7 @@ def scale(args: argparse.Namespace) -> None:
             line += (f" | imagededup {idd['seconds']:.1f}s, {idd['peak_mb']:.0f} MB peak, {len(theirs)} pairs | "
                      f"{idd['seconds'] / ours['seconds']:.1f}x faster, same pairs: {mine == theirs} "
                      f"(only ours {len(mine - theirs)}, only theirs {len(theirs - mine)})")  # fmt: skip
+            line += _exact_range("only theirs", theirs - mine, x) + _exact_range("only ours", mine - theirs, x)
         print(line, flush=True)
     if args.rows:
         x, src = planted(args.rows, args.dim)
@@ -206,6 +211,15 @@ def scale(args: argparse.Namespace) -> None:
         print(f"{args.rows} x {args.dim}: deduplicated in {res['seconds']:.0f}s (import, index and tuning "
               f"{res['import_s']:.0f}s before), peak memory {res['peak_mb']:.0f} MB, {res['pairs']} pairs, "
               f"planted pairs found {len(found & planted_pairs) / len(planted_pairs):.3f}")  # fmt: skip
+
+
+def _exact_range(label: str, pairs: set[tuple[int, int]], x: np.ndarray) -> str:
+    """The exact float64 cosine range of pairs that one side alone found: where the two sides disagree."""
+    if not pairs:
+        return ""
+    a, b = np.array(sorted(pairs)).T
+    cos = np.einsum("ij,ij->i", x[a].astype(np.float64), x[b].astype(np.float64))
+    return f"; {label}: exact cosine {cos.min():.5f} to {cos.max():.5f}"
 
 
 def _ours(x: np.ndarray, work: Path, threshold: float) -> dict[str, float]:
