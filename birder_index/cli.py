@@ -294,14 +294,17 @@ def info(index_dir: Path | None, failed: bool, as_json: bool) -> None:
 
 
 def _info_text(d: dict[str, Any]) -> str:
-    lines = [f"index:   {d['index_dir']}", f"photos:  {d['root']}"]
+    lines = [f"index:   {d['index_dir']}", f"photos:  {d['root'] or '(imported embeddings)'}"]
     lines.append(f"images:  {d['images']} ({d['indexed']} indexed, {d['pending']} pending, {d['failed']} failed)")
     if d["model"]:
         m = d["model"]
         size = "x".join(map(str, m["input_size"]))
-        lines.append(
-            f"model:   {m['name']} ({m['arch']}, {m['embedding_dim']}-d, {size} px, sha256 {m['sha256'][:12]})"
-        )
+        if m["arch"] == "imported":  # no network: only the dimension is known
+            lines.append(f"model:   none ({m['embedding_dim']}-d imported embeddings)")
+        else:
+            lines.append(
+                f"model:   {m['name']} ({m['arch']}, {m['embedding_dim']}-d, {size} px, sha256 {m['sha256'][:12]})"
+            )
     if d["index"]:
         ix = d["index"]
         params = ", ".join(f"{k}={v}" for k, v in ix["params"].items())

@@ -92,3 +92,13 @@ def test_search_image_needs_a_model(tmp_path: Path) -> None:
     photo(1).save(img)
     result = CliRunner().invoke(cli, ["search", str(img), "--index-dir", str(tmp_path / "idx")])
     assert result.exit_code == 1 and "holds imported embeddings without a model" in result.output
+
+
+def test_info_names_imported_embeddings_as_such(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", X)
+    (tmp_path / "p.txt").write_text("\n".join(SAMPLES))
+    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", tmp_path / "p.txt")
+    result = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    assert "photos:  (imported embeddings)" in result.output
+    assert "model:   none (16-d imported embeddings)" in result.output
