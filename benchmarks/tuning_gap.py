@@ -20,11 +20,8 @@ from birder_index.db.engine import session_scope
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
 from birder_index.indexer.tune import drop_self
+from birder_index.indexer.tune import recall_at as recall
 from birder_index.search import nearest
-
-
-def recall(I: np.ndarray, gt: np.ndarray) -> float:
-    return float(np.mean([len(np.intersect1d(a, b)) / gt.shape[1] for a, b in zip(I, gt, strict=True)]))
 
 
 def main() -> None:

@@ -74,10 +74,10 @@ def open_database(url: str, create: bool = False) -> Engine:
             _create_tables(engine)  # also finishes a creation that a killed first build left half done
             with Session(engine) as s, s.begin():
                 s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))  # last: marks the schema complete
-            version = SCHEMA_VERSION
-        if version > SCHEMA_VERSION:
+        elif version > SCHEMA_VERSION:
             raise IndexMismatch(f"{_display(url)} has schema {version}; this birder-index reads up to {SCHEMA_VERSION}")
-        _create_tables(engine)  # tables added by later versions of the same schema line
+        else:
+            _create_tables(engine)  # tables added by later versions of the same schema line
     except SQLAlchemyError as e:
         raise BirderIndexError(f"cannot open database {_display(url)}: {str(e).splitlines()[0]}") from None
     return engine
