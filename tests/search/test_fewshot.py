@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -22,6 +23,7 @@ from birder_index.search.fewshot import open_set_threshold
 from birder_index.search.probe import LinearProbe
 from birder_index.search.probe import fit_probe
 from birder_index.search.probe import fit_probe_streaming
+from birder_index.search.probe import loss_and_grad
 from birder_index.search.probe_eval import confusion_png
 from birder_index.search.probe_eval import kshot_curves
 from birder_index.search.probe_eval import sample_k_shot
@@ -82,6 +84,20 @@ def test_probe_fits_saves_and_refuses_another_model(tmp_path: Path) -> None:
     (tmp_path / "bad.probe").write_bytes(b"junk")
     with pytest.raises(BirderIndexError, match="not a birder-index probe file"):
         LinearProbe.load(tmp_path / "bad.probe", "f" * 64, 32)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_probe_gradient_is_autograds(weighted: bool) -> None:
+    rng = np.random.default_rng(6)
+    x, y = torch.from_numpy(rng.standard_normal((50, 8)).astype(np.float32)), torch.from_numpy(rng.integers(0, 3, 50))
+    w, b = torch.randn(3, 8, requires_grad=True), torch.randn(3, requires_grad=True)
+    cw = torch.tensor([0.5, 1.0, 2.0]) if weighted else None
+    loss, gw, gb = loss_and_grad(x, y, w.detach(), b.detach(), 0.1, cw)
+    ref = torch.nn.functional.cross_entropy(x @ w.T + b, y, weight=cw) + 0.05 * (w * w).sum()
+    ref.backward()
+    assert w.grad is not None and b.grad is not None
+    assert torch.allclose(loss, ref.detach(), atol=1e-6)
+    assert torch.allclose(gw, w.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-6)
 
 
 def test_streaming_probe_learns_from_batches() -> None:
