@@ -201,6 +201,9 @@ def scale(args: argparse.Namespace) -> None:
                      f"{idd['seconds'] / ours['seconds']:.1f}x faster, same pairs: {mine == theirs} "
                      f"(only ours {len(mine - theirs)}, only theirs {len(theirs - mine)})")  # fmt: skip
             line += _exact_range("only theirs", theirs - mine, x) + _exact_range("only ours", mine - theirs, x)
+            exact = _exact_pairs(x, args.threshold)
+            line += f" | float64 brute force: {len(exact)} pairs, ours the same: {mine == exact}"
+            line += _exact_range("ours differ", mine ^ exact, x)
         print(line, flush=True)
     if args.rows:
         x, src = planted(args.rows, args.dim)
@@ -211,6 +214,21 @@ def scale(args: argparse.Namespace) -> None:
         print(f"{args.rows} x {args.dim}: deduplicated in {res['seconds']:.0f}s (import, index and tuning "
               f"{res['import_s']:.0f}s before), peak memory {res['peak_mb']:.0f} MB, {res['pairs']} pairs, "
               f"planted pairs found {len(found & planted_pairs) / len(planted_pairs):.3f}")  # fmt: skip
+
+
+def _exact_pairs(x: np.ndarray, threshold: float, block: int = 4096) -> set[tuple[int, int]]:
+    """Every pair with float64 cosine >= threshold: a float32 brute force with a margin, re-checked in float64."""
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    found = set()
+    for start in range(0, len(x), block):
+        i, j = torch.nonzero(xt[start : start + block] @ xt.T >= threshold - 1e-3, as_tuple=True)
+        i, j = i.numpy() + start, j.numpy()
+        i, j = i[i < j], j[i < j]
+        cos = np.einsum("ij,ij->i", x[i].astype(np.float64), x[j].astype(np.float64))
+        found |= set(zip(i[cos >= threshold].tolist(), j[cos >= threshold].tolist(), strict=True))
+    return found
 
 
 def _exact_range(label: str, pairs: set[tuple[int, int]], x: np.ndarray) -> str:
@@ -232,7 +250,7 @@ def _ours(x: np.ndarray, work: Path, threshold: float) -> dict[str, float]:
     import_s = time.perf_counter() - t0
     (work / "x.npy").unlink()
     code = (
-        "import json, resource, sys, time\n"
+        f"import json, sys, time\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom peak import peak_rss_mb\n"
         "from birder_index.indexer import open_index\nfrom birder_index.search.dedup import find_duplicates\n"
         f"t0 = time.perf_counter()\nindex = open_index({str(work / 'index')!r})\n"
         f"r = find_duplicates(index, {threshold})\ns = time.perf_counter() - t0\n"
@@ -240,7 +258,7 @@ def _ours(x: np.ndarray, work: Path, threshold: float) -> dict[str, float]:
         % str(work / "p.txt")
         + "a, b, _ = r.pairs\npairs = sorted(sorted((paths[int(i)], paths[int(j)])) for i, j in zip(a, b))\n"
         f"open({str(work / 'pairs.json')!r}, 'w').write(json.dumps(pairs))\n"
-        "print(json.dumps({'seconds': s, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "print(json.dumps({'seconds': s, 'peak_mb': peak_rss_mb(), "
         "'pairs': len(pairs)}))\n"
     )
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)

@@ -10,7 +10,6 @@ Prints one JSON line {"seconds", "peak_mb", "pairs"} and writes the pairs (i < j
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from imagededup.methods import CNN
 from imagededup.utils.models import CustomModel
+from peak import peak_rss_mb
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     pairs = sorted({tuple(sorted((int(a), int(b)))) for a, dups in found.items() for b in dups})
     with open(sys.argv[3], "w") as f:
         json.dump(pairs, f)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "pairs": len(pairs)}))
 
 

@@ -2,9 +2,9 @@
 
 - Exact: identical bytes (sha256), then identical decoded pixels (checked by decoding, for near pairs that score
   >= 0.999 and have the same size).
-- Near: every vector's neighbours from the index (re-scored exactly from the stored embeddings; k grows for a
-  vector whose k-th neighbour is still above the threshold), kept when similarity >= threshold. Memory is linear
-  in N: queries run in blocks and only pairs above the threshold are kept.
+- Near: every pair of stored embeddings with cosine similarity >= threshold, found exactly by a range join that
+  compares each vector only with the k-means cells that can hold such a pair (`pairs.py`): the brute force's
+  pairs without its N x N work or memory; memory is linear in N.
 - Groups (star rule): images are visited in keeper order (--keep); an image not yet in a group becomes a keeper
   and takes every ungrouped image within the threshold of itself. Every member is within the threshold of its
   keeper, so no group is held together by a chain of pairs.
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -25,7 +26,8 @@ from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
-from birder_index.search.knn import nearest
+from birder_index.indexer.vectors import normalize
+from birder_index.search.pairs import similar_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -71,41 +73,23 @@ class DedupResult:
 
 
 def near_pairs(
-    index: Index, threshold: float, xq_ids: np.ndarray | None = None, against: Index | None = None,
-    k: int = 16, block: int = 2048,
+    index: Index, threshold: float, against: Index | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(a, b, score) with score >= threshold: a from `index` (or `xq_ids`), b from `against` (default: itself).
-
-    Within one index each pair appears once (a < b). Queries whose k-th neighbour is still above the threshold
-    are searched again with 4x k, so large groups are not cut off.
-    """
-    target = against or index
-    ids = index.id_rows()[0] if xq_ids is None else xq_ids
-    out_a, out_b, out_s = [], [], []
-    for start in range(0, len(ids), block):
-        qa = ids[start : start + block]
-        xq, _ = index.fetch_normalized(qa)
-        kk = k
-        todo = np.arange(len(qa))
-        while len(todo):
-            D, I = nearest(target, xq[todo], min(kk + 1, max(target.ann().index.ntotal, 1)))
-            keep = (threshold <= D) & (I >= 0)
-            rows = np.nonzero(keep)
-            out_a.append(qa[todo][rows[0]])
-            out_b.append(I[rows])
-            out_s.append(D[rows])
-            full = keep[:, -1] & (I.shape[1] == kk + 1)  # still above at the last neighbour: search wider
-            todo = todo[full]
-            kk *= 4
-    a, b, s = (np.concatenate(v) if v else np.zeros(0) for v in (out_a, out_b, out_s))
-    a, b = a.astype(np.int64), b.astype(np.int64)
+    """(a, b, score) of every pair with cosine >= threshold between the stored embeddings: a from `index`, b from
+    `against` (default: itself, each pair once with a < b). Exact, by the cell-pruned range join of `pairs`."""
+    ids, rows = index.id_rows()
+    fetch = _fetcher(index, rows)
     if against is None:
-        mask = a != b
-        a, b, s = a[mask], b[mask], s[mask]
-        a, b = np.minimum(a, b), np.maximum(a, b)
-    key = a * (int(max(b.max(initial=0), a.max(initial=0))) + 1) + b
-    _, first = np.unique(key, return_index=True)
-    return a[first], b[first], s[first].astype(np.float32)
+        qa, qb, s = similar_pairs(fetch, len(ids), threshold)
+        return ids[qa], ids[qb], s
+    their_ids, their_rows = against.id_rows()
+    qa, qb, s = similar_pairs(fetch, len(ids), threshold, _fetcher(against, their_rows), len(their_ids))
+    return ids[qa], their_ids[qb], s
+
+
+def _fetcher(index: Index, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    store = index.store()
+    return lambda positions: normalize(store.get(rows[positions]))
 
 
 # -- keepers -------------------------------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""The cell-pruned range join finds exactly the pairs a brute force finds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from birder_index.search import pairs
+from birder_index.search.pairs import similar_pairs
+
+
+def _clustered(n: int, d: int, seed: int) -> np.ndarray:
+    """Clusters with near-duplicates inside them: pairs at every similarity, many near cell boundaries."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, d)).astype(np.float32)
+    x = centres[rng.integers(0, 40, n)] + 0.35 * rng.standard_normal((n, d)).astype(np.float32)
+    dups = x[rng.integers(0, n, n // 10)] + 0.02 * rng.standard_normal((n // 10, d)).astype(np.float32)
+    x = np.concatenate([x, dups])
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute(xq: np.ndarray, xb: np.ndarray, threshold: float, same: bool) -> set[tuple[int, int]]:
+    i, j = np.nonzero(xq @ xb.T >= threshold)
+    return {(a, b) for a, b in zip(i.tolist(), j.tolist(), strict=True) if not same or a < b}
+
+
+@pytest.mark.parametrize("threshold", [0.99, 0.95, 0.8])
+def test_self_join_equals_brute_force(monkeypatch: pytest.MonkeyPatch, threshold: float) -> None:
+    monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)  # many cells even for a small test set
+    x = _clustered(3000, 24, seed=1)
+    assert pairs.n_cells(len(x)) == 64
+    a, b, s = similar_pairs(lambda p: x[p], len(x), threshold)
+    expected = _brute(x, x, threshold, same=True)
+    assert len(expected) > 100
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
+    assert len(a) == len(expected)  # each pair once
+    np.testing.assert_allclose(s, np.einsum("ij,ij->i", x[a], x[b]), atol=1e-5)
+
+
+def test_join_of_two_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)
+    x = _clustered(2000, 16, seed=2)
+    xq, xb = x[:700], x[700:]
+    a, b, _ = similar_pairs(lambda p: xq[p], len(xq), 0.97, lambda p: xb[p], len(xb))
+    expected = _brute(xq, xb, 0.97, same=False)
+    assert len(expected) > 50
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
+
+
+def test_small_collections_use_one_cell_and_identical_vectors_pair() -> None:
+    x = np.tile(np.eye(4, dtype=np.float32)[:1], (5, 1))  # five identical vectors: all 10 pairs at 1.0
+    a, b, s = similar_pairs(lambda p: x[p], 5, 1.0)
+    assert pairs.n_cells(5) == 1
+    assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    assert np.all(s >= 1.0 - 1e-6)
+    empty = similar_pairs(lambda p: x[p], 0, 0.9)
+    assert all(len(v) == 0 for v in empty)
