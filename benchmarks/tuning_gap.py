@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import faiss
@@ -44,6 +45,13 @@ def main() -> None:
         print(f"other collection vectors:         recall@10 {recall(found, gt_in):.4f}")
         gt = flat.search(xq, 10)[1]
         print(f"new vectors:                      recall@10 {recall(nearest(index, xq, 10)[1] - 1, gt):.4f}")
+        seconds = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            nearest(index, xq, 10)
+            seconds.append(time.perf_counter() - t0)
+        print(f"queries/s, batch of 1000 new vectors: {1000 / np.median(seconds):.0f} (median of 3; the tuner measured "
+              f"{manifest.queries_per_second:.0f} on its own queries)")  # fmt: skip
         xq16 = xq.astype(np.float16).astype(np.float32)
         print(f"new vectors rounded to float16:   recall@10 {recall(nearest(index, xq16, 10)[1] - 1, gt):.4f}")
 

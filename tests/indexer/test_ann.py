@@ -17,6 +17,8 @@ from birder_index.indexer import select
 from birder_index.indexer import verify_index
 from birder_index.indexer.ann import ids_in
 from birder_index.indexer.refresh import refresh_ann
+from birder_index.indexer.refresh import training_positions
+from birder_index.indexer.refresh import tuning_positions
 from birder_index.indexer.select import choose_index
 from birder_index.indexer.tune import drop_self
 from birder_index.indexer.tune import exact_knn
@@ -75,6 +77,14 @@ def test_exact_index_has_recall_one_and_no_faiss_warnings(tmp_path: Path, capfd:
 def small_flat_max(monkeypatch: pytest.MonkeyPatch) -> None:
     """IVF from 1,000 vectors up, so training and tuning run in seconds."""
     monkeypatch.setattr(select, "FLAT_MAX", 1000)
+
+
+def test_tuning_queries_are_held_out_of_training() -> None:
+    sample, queries = training_positions(60_000, 20_000), tuning_positions(60_000)
+    assert len(sample) == 20_000 and len(np.unique(sample)) == 20_000 and len(queries) == 1_000
+    assert not np.intersect1d(sample, queries).size
+    assert sample.max() > 50_000  # a random sample, not the first N
+    assert len(training_positions(1_500, 1_400)) == 1_400  # too small to spare them: trained on everything
 
 
 def test_ivf_is_trained_tuned_and_reaches_its_target(tmp_path: Path, small_flat_max: None) -> None:
