@@ -226,17 +226,21 @@ def _exact_pairs(x: np.ndarray, threshold: float, block: int = 4096) -> set[tupl
         i, j = torch.nonzero(xt[start : start + block] @ xt.T >= threshold - 1e-3, as_tuple=True)
         i, j = i.numpy() + start, j.numpy()
         i, j = i[i < j], j[i < j]
-        cos = np.einsum("ij,ij->i", x[i].astype(np.float64), x[j].astype(np.float64))
+        cos = _cos64(x, i, j)
         found |= set(zip(i[cos >= threshold].tolist(), j[cos >= threshold].tolist(), strict=True))
     return found
+
+
+def _cos64(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact (float64) cosine of the unit rows a[i] and b[i] of x."""
+    return np.einsum("ij,ij->i", x[a].astype(np.float64), x[b].astype(np.float64))
 
 
 def _exact_range(label: str, pairs: set[tuple[int, int]], x: np.ndarray) -> str:
     """The exact float64 cosine range of pairs that one side alone found: where the two sides disagree."""
     if not pairs:
         return ""
-    a, b = np.array(sorted(pairs)).T
-    cos = np.einsum("ij,ij->i", x[a].astype(np.float64), x[b].astype(np.float64))
+    cos = _cos64(x, *np.array(sorted(pairs)).T)
     return f"; {label}: exact cosine {cos.min():.5f} to {cos.max():.5f}"
 
 

@@ -33,6 +33,7 @@ from birder_index.backbone.images import decode
 from birder_index.indexer import BuildOptions
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
+from birder_index.indexer.pipeline import default_batch_size
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -143,7 +144,7 @@ def main() -> None:
           + (f", {peak_used / 1e9:.0f} bf16" if used is torch.bfloat16 else ""))  # fmt: skip
     results = [
         PathResult("birder-index build", decode_core_seconds(files, size, fast=True),
-                   model_images_per_second(fast_enc, args.batch_size or 16),
+                   model_images_per_second(fast_enc, args.batch_size or default_batch_size(fast_enc.device)),
                    flops, peak_used, str(used).removeprefix("torch."),
                    end_to_end(args.photos, args.weights, False, args.workers, args.batch_size)),
         PathResult("reference (PIL full decode, float32, no overlap)", decode_core_seconds(files, size, fast=False),

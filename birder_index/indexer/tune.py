@@ -1,7 +1,7 @@
 """Measure what an index delivers and tune it: recall@k against exact search on held-out queries from the
 collection itself, and the fastest (nprobe, k_factor) that reaches the target recall.
 
-Queries are random vectors of the collection; each query's own id is excluded from both the exact and
+Queries are random collection vectors held out of training; each query's own id is excluded from both the exact and
 the approximate neighbours, so recall measures the neighbours a user sees, not the trivial self-match.
 """
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -46,7 +47,10 @@ def similar_pairs(
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
     centroids = train_centroids(fetch_b, nb, seed)
+    # Every member's cell must be known before the first round of the join, so a self-join scores its vectors
+    # against the centroids twice (here and in `probes`) rather than hold all probe lists at once.
     b_home = assign(fetch_b, nb, centroids)
+    cells = CellMembers.of(b_home, len(centroids))
     gaps = torch.cdist(torch.from_numpy(centroids), torch.from_numpy(centroids)).numpy()  # |c_i - c_j|
     parts, held, pos_parts, cell_parts = [], 0, [], []
     for start in range(0, nq, BLOCK):
@@ -57,7 +61,7 @@ def similar_pairs(
         held += len(q_pos)
         if held >= PROBES_MAX or start + BLOCK >= nq:  # joined in rounds when a low threshold prunes little
             q_pos, q_cell = np.concatenate(pos_parts), np.concatenate(cell_parts)
-            parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, b_home, len(centroids), threshold, same))
+            parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold, same))
             held, pos_parts, cell_parts = 0, [], []
     qa, qb, scores = (np.concatenate(v) for v in zip(*parts, strict=True))
     return qa, qb, scores
@@ -119,20 +123,36 @@ def probes(
     return positions[rows[near].numpy()], cells[near].numpy().astype(np.int64)
 
 
+@dataclass(frozen=True)
+class CellMembers:
+    home: np.ndarray  # each database vector's cell
+    order: np.ndarray  # database positions sorted by cell
+    bounds: np.ndarray  # cell j's members are order[bounds[j] : bounds[j + 1]]
+
+    @classmethod
+    def of(cls, home: np.ndarray, cells: int) -> CellMembers:
+        order = np.argsort(home, kind="stable")
+        return cls(home, order, np.searchsorted(home[order], np.arange(cells + 1)))
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, cell: int) -> np.ndarray:
+        return self.order[self.bounds[cell] : self.bounds[cell + 1]]
+
+
 def join_cells(
-    fetch_q: Fetch, fetch_b: Fetch, q_pos: np.ndarray, q_cell: np.ndarray, b_home: np.ndarray, cells: int,
-    threshold: float, same: bool,
+    fetch_q: Fetch, fetch_b: Fetch, q_pos: np.ndarray, q_cell: np.ndarray, cells: CellMembers, threshold: float,
+    same: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Score each cell's probing queries against the cell's members and keep pairs >= threshold (a self-join:
     each pair once, smaller position first)."""
-    by_cell = np.argsort(b_home, kind="stable")
-    b_bounds = np.searchsorted(b_home[by_cell], np.arange(cells + 1))
     order = np.lexsort((q_pos, q_cell))
     q_pos, q_cell = q_pos[order], q_cell[order]
-    q_bounds = np.searchsorted(q_cell, np.arange(cells + 1))
+    q_bounds = np.searchsorted(q_cell, np.arange(len(cells) + 1))
     out_q, out_b, out_s = [], [], []
-    for cell in range(cells):
-        members = by_cell[b_bounds[cell] : b_bounds[cell + 1]]
+    for cell in range(len(cells)):
+        members = cells[cell]
         queries = q_pos[q_bounds[cell] : q_bounds[cell + 1]]
         if not len(members) or not len(queries):
             continue
@@ -145,7 +165,7 @@ def join_cells(
             i, j = np.nonzero(scores >= threshold)
             a, b = qs[i], members[j]
             if same:  # within the query's own cell both orders (and the vector itself) come up: keep a < b
-                keep = (a < b) | (b_home[a] != cell)
+                keep = (a < b) | (cells.home[a] != cell)
                 i, j, a, b = i[keep], j[keep], np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
             out_q.append(a)
             out_b.append(b)
