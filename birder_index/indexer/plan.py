@@ -18,6 +18,7 @@ from pathlib import Path
 
 from birder_index.db.models import FAILED
 from birder_index.db.models import INDEXED
+from birder_index.db.models import PENDING
 from birder_index.db.queries import Known
 from birder_index.indexer.scan import FileStat
 from birder_index.indexer.scan import ScanResult
@@ -60,7 +61,8 @@ def make_plan(root: Path, scanned: ScanResult, known: dict[str, Known], retry_fa
         if k is None:
             plan.new.append(f)
         elif (k.size, k.mtime_ns) == (f.size, f.mtime_ns) and not (retry_failed and k.status == FAILED):
-            plan.unchanged += 1
+            if k.status != PENDING:  # an interrupted build's rows: this build embeds them, they are not "unchanged"
+                plan.unchanged += 1
         elif k.status == INDEXED and k.sha256 is not None and hash_file(root / f.path) == k.sha256:
             plan.touched.append((k.id, f))
         else:

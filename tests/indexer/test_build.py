@@ -11,6 +11,9 @@ import pytest
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import INDEXED
+from birder_index.db.models import PENDING
+from birder_index.db.queries import Known
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer import BuildOptions
@@ -19,6 +22,9 @@ from birder_index.indexer import build_index
 from birder_index.indexer import describe
 from birder_index.indexer import open_index
 from birder_index.indexer.ann import ids_in
+from birder_index.indexer.plan import make_plan
+from birder_index.indexer.scan import FileStat
+from birder_index.indexer.scan import ScanResult
 from birder_index.search import nearest
 from tests.helpers import photo
 from tests.helpers import save_vit
@@ -113,6 +119,13 @@ def test_index_inside_a_folder_moves_with_it(photos: Path, tiny_pt: Path, tmp_pa
     assert (r.indexed, r.removed, r.unchanged) == (0, 0, 9)
     with open_index(moved / ".birder-index") as index:
         assert index.root == moved.resolve()
+
+
+def test_rows_left_pending_are_not_reported_unchanged(tmp_path: Path) -> None:
+    # a build that failed before embedding (the default model could not be downloaded) leaves its rows pending
+    known = {"a.jpg": Known(1, 10, 5, PENDING, None), "b.jpg": Known(2, 10, 5, INDEXED, "x")}
+    scanned = ScanResult([FileStat("a.jpg", 10, 5), FileStat("b.jpg", 10, 5)])
+    assert make_plan(tmp_path, scanned, known).unchanged == 1
 
 
 def test_missing_folder_and_first_build_without_model(tmp_path: Path) -> None:
