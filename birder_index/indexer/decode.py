@@ -1,4 +1,4 @@
-"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels, in worker processes.
+"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels + colour signature, in worker processes.
 
 Each file is read once: the same bytes are hashed and decoded. A file that cannot be read or decoded becomes a
 failure with its reason and never stops the run. Batches are typed (`DecodedBatch`), not string-keyed dicts.
@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 
+from birder_index.backbone.colour import SIGNATURE_DIM
+from birder_index.backbone.colour import colour_signature
 from birder_index.backbone.images import decode
 from birder_index.errors import ImageError
 
@@ -32,6 +34,7 @@ class Item:
     mtime_ns: int | None
     width: int | None
     height: int | None
+    colour: np.ndarray | None = None  # uint8 (SIGNATURE_DIM,), backbone/colour.py
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,11 @@ class DecodedBatch:
     pixels: torch.Tensor  # uint8 (n_ok, 3, H, W)
     ok: list[Item]  # decoded, in the order of `pixels`
     failed: list[Item]
+    colours: np.ndarray  # uint8 (n_ok, SIGNATURE_DIM)
 
     def pin_memory(self) -> DecodedBatch:
         """Called by the DataLoader for CUDA: page-locked pixels copy to the GPU asynchronously."""
-        return DecodedBatch(self.pixels.pin_memory(), self.ok, self.failed)
+        return DecodedBatch(self.pixels.pin_memory(), self.ok, self.failed, self.colours)
 
 
 def read_item(root: Path, image_id: int, rel: str, size: tuple[int, int], fast: bool) -> Item:
@@ -59,7 +63,8 @@ def read_item(root: Path, image_id: int, rel: str, size: tuple[int, int], fast: 
         d = decode(data, size, fast=fast)
     except ImageError as e:
         return Item(image_id, None, str(e), sha, st.st_size, st.st_mtime_ns, None, None)
-    return Item(image_id, d.pixels, None, sha, st.st_size, st.st_mtime_ns, d.width, d.height)
+    colour = colour_signature(d.pixels)  # here, in the worker: it overlaps the model like the decode
+    return Item(image_id, d.pixels, None, sha, st.st_size, st.st_mtime_ns, d.width, d.height, colour)
 
 
 class PhotoDataset(Dataset[Item]):
@@ -83,7 +88,11 @@ def collate(items: list[Item]) -> DecodedBatch:
     failed = [it for it in items if it.pixels is None]
     arrays = [it.pixels for it in ok if it.pixels is not None]
     pixels = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, dtype=torch.uint8)
-    return DecodedBatch(pixels, ok, failed)
+    colours = np.zeros((len(ok), SIGNATURE_DIM), np.uint8)
+    for i, it in enumerate(ok):
+        if it.colour is not None:
+            colours[i] = it.colour
+    return DecodedBatch(pixels, ok, failed, colours)
 
 
 def _worker_init(_worker_id: int) -> None:

@@ -30,6 +30,7 @@ from birder_index.db.models import Model
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer import ann
+from birder_index.indexer.colours import committed_colour_store
 from birder_index.indexer.layout import DB_FILE
 from birder_index.indexer.layout import find_index_dir
 from birder_index.indexer.vectors import VectorStore
@@ -57,6 +58,7 @@ class Index:
         self._id_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._row_map: np.ndarray | None = None
         self._store: VectorStore | None = None
+        self._colours: VectorStore | None = None
         self._model: Model | None = None
 
     # -- what the index holds -------------------------------------------------------------------------------------
@@ -95,6 +97,12 @@ class Index:
         self._store = VectorStore(self.dir / file, self.model_row().embedding_dim, dtype, rows)
         return self._store
 
+    def colours(self) -> VectorStore:
+        """The colour-signature store (`colours.py`), as committed when first asked."""
+        if self._colours is None:
+            self._colours = committed_colour_store(self.dir, self.engine)
+        return self._colours
+
     def id_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted image ids, their store rows) of every indexed image."""
         if self._id_rows is None:
@@ -107,6 +115,7 @@ class Index:
         self._id_rows = None
         self._row_map = None
         self._store = None
+        self._colours = None
         self._model = None
 
     def row_map(self) -> np.ndarray:

@@ -16,17 +16,18 @@ import numpy as np
 
 from birder_index.errors import IndexMismatch
 
-DTYPES = {"float16": np.float16, "float32": np.float32}
+DTYPES = {"float16": np.float16, "float32": np.float32, "uint8": np.uint8}  # uint8: colour signatures
 
 
 class VectorStore:
-    def __init__(self, path: Path, dim: int, dtype: str, rows: int) -> None:
+    def __init__(self, path: Path, dim: int, dtype: str, rows: int, label: str = "embedding store") -> None:
         if dtype not in DTYPES:
             raise ValueError(f"unknown store dtype {dtype}")
         self.path = path
         self.dim = dim
         self.dtype = np.dtype(DTYPES[dtype])
         self.rows = rows  # committed rows
+        self.label = label  # for messages
         self.row_bytes = dim * self.dtype.itemsize
         self._map: np.ndarray | None = None
 
@@ -40,7 +41,7 @@ class VectorStore:
                 size = self.path.stat().st_size if self.path.exists() else 0
                 if size < self.rows * self.row_bytes:
                     raise IndexMismatch(
-                        f"embedding store {self.path} holds {size // self.row_bytes} rows, the database says "
+                        f"{self.label} {self.path} holds {size // self.row_bytes} rows, the database says "
                         f"{self.rows}: run `birder-index verify --repair`"
                     )
                 self._map = np.memmap(self.path, self.dtype, "r", shape=(self.rows, self.dim))
@@ -75,7 +76,7 @@ class VectorStore:
             return size - committed
         if size < committed:
             raise IndexMismatch(
-                f"embedding store {self.path} is shorter than its committed length ({size} < {committed} bytes): "
+                f"{self.label} {self.path} is shorter than its committed length ({size} < {committed} bytes): "
                 "run `birder-index verify --repair`"
             )
         return 0

@@ -2,8 +2,9 @@
 
 Checks that every indexed row has exactly one store row and one FAISS vector, that the FAISS index holds nothing
 else, and that files still exist with the recorded size and mtime (`deep`: the recorded sha256). `repair` fixes
-what it can: cuts a torn store tail, re-queues rows whose vector is missing (the next build embeds them),
-deletes rows whose file is gone, and rewrites the FAISS index from the store.
+what it can: cuts a torn store tail (and the colour store's: colour signatures the file lost become unknown),
+re-queues rows whose vector is missing (the next build embeds them), deletes rows whose file is gone, and
+rewrites the FAISS index from the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import INDEXED
 from birder_index.indexer import ann
+from birder_index.indexer import colours
 from birder_index.indexer.index import Index
 from birder_index.indexer.lock import WriterLock
 from birder_index.indexer.plan import hash_file
@@ -31,6 +33,7 @@ class VerifyReport:
     failed: int = 0
     store_rows: int = 0
     torn_tail_bytes: int = 0
+    colour_rows_lost: int = 0  # committed colour signatures missing from colours.u8
     bad_vector_rows: list[int] = field(default_factory=list)  # image ids whose store row is missing or shared
     faiss_missing: list[int] = field(default_factory=list)  # indexed ids without a FAISS vector
     faiss_orphans: list[int] = field(default_factory=list)  # FAISS ids without an indexed row
@@ -42,6 +45,7 @@ class VerifyReport:
     def healthy(self) -> bool:
         return not (
             self.torn_tail_bytes
+            or self.colour_rows_lost
             or self.bad_vector_rows
             or self.faiss_missing
             or self.faiss_orphans
@@ -71,6 +75,7 @@ def _check(index: Index, deep: bool) -> VerifyReport:
     index.invalidate()
     ids, rows = index.id_rows()
     _check_store(index, r, ids, rows)
+    r.colour_rows_lost = colours.lost_rows(index.colours())
     _check_faiss(index, r, ids, manifest.file if manifest else None)
     _check_files(index, r, known, deep)
     return r
@@ -117,6 +122,8 @@ def _repair(index: Index, r: VerifyReport) -> None:
     if r.torn_tail_bytes:
         store.drop_torn_tail()
         r.repaired.append(f"cut {r.torn_tail_bytes} bytes of torn tail from the embedding store")
+    if colours.repair(index.dir, index.engine):
+        r.repaired.append(f"forgot {r.colour_rows_lost} colour signatures missing from the colour store")
     with session_scope(index.engine) as s:
         known = q.known_files(s)
         requeue = sorted(set(r.bad_vector_rows) | {known[p].id for p in r.files_changed})

@@ -1,8 +1,9 @@
-"""Writer stage of the build: one batch's vectors to the embedding store, then its rows to the database.
+"""Writer stage of the build: one batch's vectors to the embedding store (and its colour signatures to the colour
+store), then its rows to the database.
 
-Order is what makes a kill at any moment safe: the vectors are appended and fsynced first, then one transaction
-marks the rows indexed and records the store's new length. A crash before the commit leaves only a torn tail past
-the committed length, cut off on the next open; the rows stay pending and are embedded again.
+Order is what makes a kill at any moment safe: vectors and signatures are appended and fsynced first, then one
+transaction marks the rows indexed and records both stores' new length. A crash before the commit leaves only a
+torn tail past the committed length, cut off on the next open; the rows stay pending and are embedded again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.indexer.colours import open_for_append
 from birder_index.indexer.decode import DecodedBatch
 from birder_index.indexer.index import Index
 from birder_index.indexer.vectors import VectorStore
@@ -32,6 +34,7 @@ class BatchWriter:
     def __init__(self, index: Index, store: VectorStore) -> None:
         self.index = index
         self.store = store
+        self.colours = open_for_append(index.dir, index.engine, store.rows)
         with session_scope(index.engine) as s:
             self.row_of_sha = q.vector_rows_by_sha(s)
         self.counts = WriteCounts()
@@ -62,6 +65,8 @@ class BatchWriter:
             else:
                 out[i] = first_in_batch[sha] = next(fresh)
         rows = self.store.append(out) if len(out) else np.zeros(0, np.int64)
+        if len(out):
+            self.colours.append(batch.colours)
         indexed = [
             {
                 "id": it.id,
@@ -80,6 +85,7 @@ class BatchWriter:
             q.mark_indexed(s, indexed)
             q.mark_failed(s, failed)
             q.set_meta(s, "store_rows", self.store.rows)
+            q.set_meta(s, "colour_rows", self.colours.rows)
             if indexed:
                 q.bump_generation(s)
         for it, r in zip(batch.ok, rows, strict=True):

@@ -1,0 +1,77 @@
+"""The colour store: one signature per embedding-store row, padded for indexes and imports that lack them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from birder_index.backbone.colour import SIGNATURE_DIM
+from birder_index.backbone.colour import colour_signature
+from birder_index.backbone.images import decode
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.errors import IndexMismatch
+from birder_index.indexer import BuildOptions
+from birder_index.indexer import ModelSpec
+from birder_index.indexer import build_index
+from birder_index.indexer import open_index
+from birder_index.indexer import verify_index
+from birder_index.indexer.colours import COLOUR_FILE
+from birder_index.indexer.colours import read_signatures
+from tests.helpers import photo
+
+OPTS = BuildOptions(workers=0)
+
+
+def _signatures(index_dir: Path) -> tuple[dict[str, np.ndarray], int, int]:
+    """path -> stored signature, and the committed lengths of the embedding and colour stores."""
+    with open_index(index_dir) as index:
+        ids, rows = index.id_rows()
+        with session_scope(index.engine) as s:
+            paths = q.paths_of(s, ids)
+            lengths = q.get_int(s, "store_rows"), q.get_int(s, "colour_rows")
+        sigs = read_signatures(index.colours(), rows)
+    return {paths[int(i)]: sig for i, sig in zip(ids, sigs, strict=True)}, *lengths
+
+
+def test_build_stores_each_photos_signature(photos: Path, tiny_pt: Path) -> None:
+    build_index(photos, spec=ModelSpec(weights=tiny_pt), options=BuildOptions(workers=0, exact=True))
+    sigs, store_rows, colour_rows = _signatures(photos / ".birder-index")
+    assert colour_rows == store_rows == len(sigs) == 8
+    assert (photos / ".birder-index" / COLOUR_FILE).stat().st_size == 8 * SIGNATURE_DIM
+    for path, sig in sigs.items():  # the signature of the pixels the model saw (exact decode)
+        assert np.array_equal(sig, colour_signature(decode(photos / path, (32, 32)).pixels)), path
+
+
+def test_an_index_without_signatures_is_padded_before_the_next_append(photos: Path, tiny_pt: Path) -> None:
+    build_index(photos, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    index_dir = photos / ".birder-index"
+    (index_dir / COLOUR_FILE).unlink()  # as an index built before colour signatures existed
+    with open_index(index_dir) as index, session_scope(index.engine) as s:
+        q.set_meta(s, "colour_rows", 0)
+    sigs, _, _ = _signatures(index_dir)
+    assert not any(sig.any() for sig in sigs.values())  # unknown: dedup's colour check lets them pass
+    photo(99).save(photos / "new.png")
+    build_index(photos, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    sigs, store_rows, colour_rows = _signatures(index_dir)
+    assert colour_rows == store_rows == 9  # padded, then appended: rows stay aligned
+    assert sigs["new.png"].any() and not sigs["photo00.jpg"].any()
+
+
+def test_verify_finds_and_repairs_a_lost_colour_store(photos: Path, tiny_pt: Path) -> None:
+    build_index(photos, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    index_dir = photos / ".birder-index"
+    (index_dir / COLOUR_FILE).write_bytes(b"\0" * SIGNATURE_DIM * 3 + b"torn")  # 3 of 8 rows and a torn tail
+    with open_index(index_dir) as index:
+        report = verify_index(index)
+        assert report.colour_rows_lost == 5 and not report.healthy
+        with pytest.raises(IndexMismatch, match="colour store .* verify --repair"):
+            index.colours().array()
+        repaired = verify_index(index, repair=True)
+        assert any("colour signatures" in line for line in repaired.repaired)
+        index.invalidate()
+        assert verify_index(index).healthy
+    _, _, colour_rows = _signatures(index_dir)
+    assert colour_rows == 3
