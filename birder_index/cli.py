@@ -356,6 +356,7 @@ def _verify_text(r: Any) -> str:
         f"images:          {r.indexed} indexed, {r.pending} pending, {r.failed} failed",
         f"embedding store: {r.store_rows} rows committed, {r.torn_tail_bytes} bytes of torn tail",
         f"bad store rows:  {listed(r.bad_vector_rows)}",
+        f"colour store:    {r.colour_rows_lost} committed signatures missing",
         f"faiss:           {listed(r.faiss_missing)} missing, {listed(r.faiss_orphans)} orphans",
         f"files:           {listed(r.files_missing)} missing, {listed(r.files_changed)} changed",
     ]
@@ -401,6 +402,13 @@ def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall:
 )
 @click.option("--recalibrate", is_flag=True, help="Calibrate again instead of reusing the stored threshold.")
 @click.option(
+    "--ignore-colour",
+    "--ignore-color",
+    "ignore_colour",
+    is_flag=True,
+    help="Near duplicates may differ in colour (greyscale or recoloured copies).",
+)
+@click.option(
     "--keep",
     type=click.Choice(["largest", "smallest", "oldest", "newest", "first"]),
     default="largest",
@@ -432,6 +440,7 @@ def dedup(
     threshold: float | None,
     precision: float | None,
     recalibrate: bool,
+    ignore_colour: bool,
     keep: str,
     against: Path | None,
     json_file: str | None,
@@ -456,18 +465,20 @@ def dedup(
     from birder_index.indexer import open_index
     from birder_index.search import dedup_actions
     from birder_index.search.calibrate import resolve_threshold
+    from birder_index.search.dedup import COLOUR_MIN
     from birder_index.search.dedup import find_duplicates
 
     if undo is not None:
         click.echo(f"{dedup_actions.undo_plan(undo)} files moved back")
         return
     quiet = json_file == "-"
+    colour_min = 0.0 if ignore_colour else COLOUR_MIN
     with open_index(index_dir) as index:
-        t, cal, fresh = resolve_threshold(index, threshold, precision, recalibrate, device)
+        t, cal, fresh = resolve_threshold(index, threshold, precision, recalibrate, device, colour_min)
         if cal is not None:
             click.echo(_calibration_text(cal, fresh), err=quiet)
         other = open_index(against) if against else None
-        result = find_duplicates(index, t, keep, against=other)
+        result = find_duplicates(index, t, keep, against=other, colour_min=colour_min)
         _dedup_outputs(result, json_file, csv_file, report, quiet)
         if move_to or delete:
             _dedup_act(result, index.root, move_to, delete, yes, plan)
@@ -476,7 +487,9 @@ def dedup(
 def _calibration_text(cal: Any, fresh: bool) -> str:
     recall = ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items())
     origin = "calibrated" if fresh else "stored calibration:"
-    sample = f"{cal.sample} photos, {cal.positives} variant pairs, {cal.negatives} negative pairs"
+    sample = f"{cal.sample} photos, {cal.positives} variant pairs, {cal.negatives} pairs of photos"
+    if cal.duplicates:
+        sample += f", about {cal.duplicates} of them duplicates already in the collection"
     return (
         f"{origin} threshold {cal.threshold:.4f} for precision {cal.precision} "
         f"(estimated {cal.estimated_precision:.3f} on {sample})\nestimated recall per variant: {recall}"

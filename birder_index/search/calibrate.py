@@ -3,9 +3,14 @@
 A sample of the collection's photos is turned into near-duplicate variants of known kinds (downscale, low-quality
 JPEG, crop keeping 85 %, horizontal flip, 5 degree rotation, brightness/contrast, text overlay) and embedded with
 the collection's own model. Positives are (photo, variant) pairs; negatives are pairs of different sampled photos.
-The threshold is the lowest similarity at which the estimated precision, positives / everything above it, is at
-least the target. Limits (docs/dedup.md): negatives are only as hard as the sample is; pairs of sampled photos
-that are more alike than a photo and its own variants are taken for undetected duplicates, not negatives.
+A pair counts as found when it scores at least the threshold and its colour signatures agree (dedup's colour
+check); the threshold is the lowest similarity at which the estimated precision, positives / everything found, is
+at least the target.
+
+A collection that already holds duplicates puts some among the "negatives". Those scoring above the positives'
+median are taken for such duplicates; as many again are expected below it, spread like the positives, and that
+expected number is subtracted from the false positives at every threshold (`choose_threshold`). On a collection
+without duplicates nothing changes. Limits: docs/dedup.md.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageEnhance
 
+from birder_index.backbone.colour import colour_signatures
+from birder_index.backbone.colour import colour_similarity
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
 from birder_index.indexer.index import Index
 from birder_index.indexer.vectors import normalize
+from birder_index.search.dedup import COLOUR_MIN
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
@@ -94,25 +102,45 @@ class Calibration:
     negatives: int
     model_sha256: str
     created: str
+    colour_min: float = 0.0  # dedup's colour check the threshold was chosen with (0: none)
+    duplicates: int = 0  # estimated duplicates among the sample's pairs of photos (the collection's own)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tuple[float, float]:
-    """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision; returns (t, the precision reached)."""
-    candidates = np.unique(np.concatenate([pos, neg]))
+def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tuple[float, float, float]:
+    """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision -> (t, the precision reached, the number of
+    duplicates estimated among the negatives). `pos` holds -inf for pairs the colour check rejects."""
     pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
+
+    def share_of_pos_above(t: np.ndarray) -> np.ndarray:
+        return (len(pos) - np.searchsorted(pos_sorted, t, side="left")) / max(len(pos), 1)
+
+    found = pos[np.isfinite(pos)]
+    median = np.median(found) if len(found) else np.inf
+    above = len(neg) - np.searchsorted(neg_sorted, median, side="left")
+    duplicates = above / max(float(share_of_pos_above(np.array([median]))[0]), 1e-9) if above else 0.0
+    candidates = np.unique(np.concatenate([pos, neg]))
+    candidates = candidates[np.isfinite(candidates) & (candidates > 0)]  # -inf: a pair the colour check rejects
     tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
     fp = len(neg) - np.searchsorted(neg_sorted, candidates, side="left")
-    prec = np.where(tp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    fp = np.maximum(0.0, fp - duplicates * share_of_pos_above(candidates))
+    prec = np.where(tp > 0, tp / np.maximum(tp + fp, 1e-9), 0.0)
     ok = np.nonzero(prec >= precision)[0]
     if not len(ok):
         raise BirderIndexError(f"no threshold reaches precision {precision} on this sample; pass --threshold")
-    return float(candidates[ok[0]]), float(prec[ok[0]])
+    return float(candidates[ok[0]]), float(prec[ok[0]]), float(duplicates)
 
 
-def calibrate(index: Index, encoder: Encoder, precision: float = 0.99, sample: int = 150, seed: int = 0) -> Calibration:
+def calibrate(
+    index: Index,
+    encoder: Encoder,
+    precision: float = 0.99,
+    sample: int = 150,
+    seed: int = 0,
+    colour_min: float = COLOUR_MIN,
+) -> Calibration:
     """Sample photos, embed their variants, choose the threshold; stored in the index for the next run."""
     import torch
 
@@ -143,31 +171,34 @@ def calibrate(index: Index, encoder: Encoder, precision: float = 0.99, sample: i
         raise BirderIndexError("calibration needs at least 2 readable photos; pass --threshold")
     emb = normalize(_embed(encoder, originals + variants, torch))
     orig, var = emb[: len(originals)], emb[len(originals) :]
+    sig = colour_signatures(np.stack(originals + variants))
+    sig_orig, sig_var = sig[: len(originals)], sig[len(originals) :]
     owners_a = np.array(owners)
     pos = np.einsum("ij,ij->i", orig[owners_a], var)
-    bar = np.array([np.median(pos[owners_a == i]) for i in range(len(orig))])  # each photo's own variant similarity
+    pos = np.where(colour_similarity(sig_orig[owners_a], sig_var) >= colour_min, pos, -np.inf)  # never found
     sims = orig @ orig.T
     iu = np.triu_indices(len(orig), 1)
-    neg = sims[iu]
-    neg = neg[neg < np.minimum(bar[iu[0]], bar[iu[1]])]  # more alike than its own variants: an undetected duplicate
-    threshold, reached = choose_threshold(pos, neg, precision)
+    neg = sims[iu][colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min]  # others: never found
+    threshold, reached, duplicates = choose_threshold(pos, neg, precision)
     kinds_a = np.array(kinds)
     recall = {k: float(np.mean(pos[kinds_a == k] >= threshold)) for k in VARIANTS}
-    cal = Calibration(threshold, precision, reached, recall, len(orig), len(pos), len(neg),
-                      index.model_row().sha256, datetime.now(UTC).isoformat(timespec="seconds"))  # fmt: skip
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    cal = Calibration(threshold, precision, reached, recall, len(orig), len(pos), len(iu[0]),
+                      index.model_row().sha256, created, colour_min, round(duplicates))  # fmt: skip
     with session_scope(index.engine) as s:
         q.set_json(s, CALIBRATION_KEY, cal.to_json())
     return cal
 
 
-def stored_calibration(index: Index, precision: float) -> Calibration | None:
-    """The calibration an earlier run stored, if it was for this model and this precision."""
+def stored_calibration(index: Index, precision: float, colour_min: float = COLOUR_MIN) -> Calibration | None:
+    """The calibration an earlier run stored, if it was for this model, precision and colour check."""
     with session_scope(index.engine) as s:
         data = q.get_json(s, CALIBRATION_KEY)
     if not data:
         return None
     cal = Calibration(**data)
     ok = cal.model_sha256 == index.model_row().sha256 and abs(cal.precision - precision) < 1e-9
+    ok = ok and abs(cal.colour_min - colour_min) < 1e-9
     return cal if ok else None
 
 
@@ -196,6 +227,7 @@ def resolve_threshold(
     precision: float | None = None,
     recalibrate: bool = False,
     device: str | None = None,
+    colour_min: float = COLOUR_MIN,
 ) -> tuple[float, Calibration | None, bool]:
     """(threshold, calibration, calibrated now): an explicit threshold wins; else the stored calibration for this
     model and precision; else a new calibration (precision 0.99 by default)."""
@@ -204,8 +236,8 @@ def resolve_threshold(
             raise BirderIndexError("give --threshold or --precision, not both")
         return threshold, None, False
     precision = 0.99 if precision is None else precision
-    stored = None if recalibrate else stored_calibration(index, precision)
+    stored = None if recalibrate else stored_calibration(index, precision, colour_min)
     if stored is not None:
         return stored.threshold, stored, False
-    cal = calibrate(index, index.load_encoder(device=device), precision)
+    cal = calibrate(index, index.load_encoder(device=device), precision, colour_min=colour_min)
     return cal.threshold, cal, True

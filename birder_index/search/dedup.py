@@ -4,7 +4,9 @@
   >= 0.999 and have the same size).
 - Near: every pair of stored embeddings with cosine similarity >= threshold, found exactly by a range join that
   compares each vector only with the k-means cells that can hold such a pair (`pairs.py`): the brute force's
-  pairs without its N x N work or memory; memory is linear in N.
+  pairs without its N x N work or memory; memory is linear in N. A pair whose colours differ (colour signatures,
+  backbone/colour.py, below `colour_min`) is not a duplicate: encoders are trained to see a recoloured picture
+  as the same picture.
 - Groups (star rule): images are visited in keeper order (--keep); an image not yet in a group becomes a keeper
   and takes every ungrouped image within the threshold of itself. Every member is within the threshold of its
   keeper, so no group is held together by a chain of pairs.
@@ -20,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from birder_index.backbone.colour import colour_similarity
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
+from birder_index.indexer.colours import read_signatures
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
 from birder_index.indexer.vectors import normalize
@@ -33,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 KEEP_POLICIES = ("largest", "smallest", "oldest", "newest", "first")
 PIXEL_CHECK_SCORE = 0.999
+# Bhattacharyya coefficient of colour signatures: near-duplicate copies score above it, recoloured versions of
+# one design below (benchmarks/dedup.py prints both; docs/dedup.md).
+COLOUR_MIN = 0.95
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Group:
 class DedupResult:
     threshold: float
     groups: list[Group]
+    colour_min: float = COLOUR_MIN
     # every pair above the threshold before grouping: (a ids, b ids, similarities)
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -61,6 +69,7 @@ class DedupResult:
     def to_json(self) -> dict[str, object]:
         return {
             "threshold": self.threshold,
+            "colour_min": self.colour_min,
             "groups": [
                 {"keeper": g.keeper.path,
                  "duplicates": [{"path": m.path, "score": round(m.score, 6), "kind": m.kind} for m in g.duplicates]}
@@ -90,6 +99,23 @@ def near_pairs(
 def _fetcher(index: Index, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     store = index.store()
     return lambda positions: normalize(store.get(rows[positions]))
+
+
+def same_colours(
+    index: Index, a: np.ndarray, b: np.ndarray, colour_min: float, against: Index | None = None, chunk: int = 1 << 20
+) -> np.ndarray:  # fmt: skip
+    """Mask over pairs (a from `index`, b from `against` or `index`): colour signatures at least `colour_min` alike.
+    Pairs where either image has no signature (imported embeddings) pass."""
+    other = against or index
+    keep = np.ones(len(a), bool)
+    if colour_min <= 0:
+        return keep
+    for start in range(0, len(a), chunk):  # bounded memory however many pairs a low threshold finds
+        ra, _ = index.rows_of(a[start : start + chunk])
+        rb, _ = other.rows_of(b[start : start + chunk])
+        sa, sb = read_signatures(index.colours(), ra), read_signatures(other.colours(), rb)
+        keep[start : start + chunk] = colour_similarity(sa, sb) >= colour_min
+    return keep
 
 
 # -- keepers -------------------------------------------------------------------------------------------------------
@@ -169,23 +195,32 @@ def pixel_identical(path_a: Path, path_b: Path) -> bool:
 # -- the whole run -------------------------------------------------------------------------------------------------
 
 
-def find_duplicates(index: Index, threshold: float, keep: str = "largest", against: Index | None = None) -> DedupResult:
+def find_duplicates(
+    index: Index,
+    threshold: float,
+    keep: str = "largest",
+    against: Index | None = None,
+    colour_min: float = COLOUR_MIN,
+) -> DedupResult:
     """Exact and near-duplicate groups of `index` at a cosine-similarity threshold (see the module docstring).
 
     With `against`, only pairs across the two indexes count: keepers come from `against`, duplicates from `index`
-    (deduplicating a test set against a training set).
+    (deduplicating a test set against a training set). `colour_min=0` lets near duplicates differ in colour
+    (greyscale or recoloured copies).
     """
     if not 0 < threshold <= 1:
         raise BirderIndexError(f"--threshold must be in (0, 1], got {threshold}")
     if against is not None:
-        return _find_across(index, against, threshold, keep)
+        return _find_across(index, against, threshold, keep, colour_min)
     with session_scope(index.engine) as s:
         attrs = q.indexed_attributes(s)
     a, b, scores = near_pairs(index, threshold)
+    ok = same_colours(index, a, b, colour_min)
+    a, b, scores = a[ok], b[ok], scores[ok]
     stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
-    return DedupResult(threshold, groups, (a, b, scores))
+    return DedupResult(threshold, groups, colour_min, (a, b, scores))
 
 
 def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group]) -> None:
@@ -206,11 +241,13 @@ def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group])
         g.duplicates.sort(key=lambda m: (m.kind != "exact", -m.score))
 
 
-def _find_across(index: Index, against: Index, threshold: float, keep: str) -> DedupResult:
+def _find_across(index: Index, against: Index, threshold: float, keep: str, colour_min: float) -> DedupResult:
     mine, theirs = index.model_row(), against.model_row()
     if mine.sha256 != theirs.sha256 or mine.embedding_dim != theirs.embedding_dim:
         raise IndexMismatch(f"--against: the indexes were built with different models ({mine.name}, {theirs.name})")
     a, b, s = near_pairs(index, threshold, against=against)
+    ok = same_colours(index, a, b, colour_min, against)
+    a, b, s = a[ok], b[ok], s[ok]
     with session_scope(index.engine) as se, session_scope(against.engine) as so:
         mine_sha, their_sha = q.indexed_attributes(se), q.indexed_attributes(so)
     by_sha = {sha: i for sha, i in zip(their_sha["sha256"].tolist(), their_sha["id"].tolist(), strict=True) if sha}
@@ -227,7 +264,7 @@ def _find_across(index: Index, against: Index, threshold: float, keep: str) -> D
         grouped.setdefault(theirs_id, []).append((mine_id, score, kind))
     order = keeper_order(their_sha, keep)
     stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
-    return DedupResult(threshold, _named(against, index, stars), (a, b, s))
+    return DedupResult(threshold, _named(against, index, stars), colour_min, (a, b, s))
 
 
 def _named(keepers: Index, members: Index, stars: list[tuple[int, list[tuple[int, float, str]]]]) -> list[Group]:

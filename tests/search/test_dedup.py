@@ -14,12 +14,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from birder_index.cli import cli
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
 from birder_index.indexer import BuildOptions
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
+from birder_index.search.dedup import DedupResult
 from birder_index.search.dedup import find_duplicates
+from birder_index.search.dedup import near_pairs
 from tests.helpers import photo
 
 OPTS = BuildOptions(workers=0)
@@ -166,3 +170,28 @@ def test_calibration_is_stored_and_reused(dup_photos: Path) -> None:
     assert second.output.startswith("stored calibration: threshold ")
     both = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--threshold", "0.9"])
     assert both.exit_code == 1 and "give --threshold or --precision, not both" in both.output
+
+
+def test_a_recoloured_copy_is_not_a_duplicate_unless_colour_is_ignored(tmp_path: Path, tiny_pt: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    warm = Image.fromarray((np.asarray(photo(1, (300, 200))) * np.array([1.0, 0.75, 0.5])).astype(np.uint8))
+    warm.save(folder / "warm.png")
+    r, g, b = warm.split()
+    Image.merge("RGB", (b, g, r)).save(folder / "cool.png")  # the same design in another colour scheme
+    warm.resize((150, 100), Image.Resampling.BICUBIC).save(folder / "warm_small.png")
+    build_index(folder, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    with open_index(folder / ".birder-index") as index:
+        a, b_, s = near_pairs(index, 0.01)
+        with session_scope(index.engine) as se:
+            paths = q.paths_of(se, np.concatenate([a, b_]))
+        score = {frozenset((paths[int(x)], paths[int(y)])): float(v) for x, y, v in zip(a, b_, s, strict=True)}
+        t = min(score[frozenset(("warm.png", "cool.png"))], score[frozenset(("warm.png", "warm_small.png"))]) - 1e-3
+        checked = find_duplicates(index, t, keep="first")
+        ignored = find_duplicates(index, t, keep="first", colour_min=0)
+    assert _names(checked) == [("warm.png", ["warm_small.png"])]  # the model alone would take the cool copy too
+    assert sorted(_names(ignored)[0][1] + [_names(ignored)[0][0]]) == ["cool.png", "warm.png", "warm_small.png"]
+
+
+def _names(result: DedupResult) -> list[tuple[str, list[str]]]:
+    return [(Path(g.keeper.path).name, sorted(Path(m.path).name for m in g.duplicates)) for g in result.groups]

@@ -1,0 +1,55 @@
+"""The threshold choice: precision on the sample, duplicates already in the collection, the colour check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from birder_index.errors import BirderIndexError
+from birder_index.search.calibrate import choose_threshold
+
+RNG = np.random.default_rng(0)
+POS = RNG.uniform(0.85, 1.0, 1000)  # a photo and its variant
+NEG = RNG.uniform(0.0, 0.8, 10_000)  # different photos
+
+
+def test_clean_collection_threshold_separates_the_two() -> None:
+    t, reached, duplicates = choose_threshold(POS, NEG, 0.99)
+    assert duplicates == 0
+    assert t <= POS.min() and reached >= 0.99  # every positive, and as many negatives as the precision allows
+    assert _precision(POS, NEG, t) >= 0.99 and _precision(POS, NEG, NEG[t > NEG].max()) < 0.99
+    harder = np.concatenate([NEG, RNG.uniform(0.85, 0.9, 50)])  # 50 different photos as alike as variants
+    t_hard, reached_hard, _ = choose_threshold(POS, harder, 0.99)
+    assert t_hard > 0.88 and reached_hard >= 0.99
+    assert _precision(POS, harder, t_hard) >= 0.99
+
+
+def test_duplicates_already_in_the_collection_do_not_push_the_threshold_to_one() -> None:
+    contaminated = np.concatenate([NEG, RNG.uniform(0.85, 1.0, 300)])  # 300 pairs of copies of one photo
+    t_naive = _naive(POS, contaminated, 0.99)
+    t, reached, duplicates = choose_threshold(POS, contaminated, 0.99)
+    assert t_naive > 0.99  # what counting them as false positives gives
+    assert duplicates == pytest.approx(300, rel=0.2)
+    assert t < 0.9 and reached >= 0.99
+
+
+def test_pairs_the_colour_check_rejects_are_never_found() -> None:
+    pos = POS.copy()
+    pos[:100] = -np.inf
+    t, _, _ = choose_threshold(pos, NEG, 0.99)
+    assert 0 < t <= 1
+    with pytest.raises(BirderIndexError, match="no threshold reaches precision"):
+        choose_threshold(np.full(10, -np.inf), NEG, 0.99)
+
+
+def _precision(pos: np.ndarray, neg: np.ndarray, t: float) -> float:
+    tp = np.sum(pos >= t)
+    return float(tp / (tp + np.sum(neg >= t)))
+
+
+def _naive(pos: np.ndarray, neg: np.ndarray, precision: float) -> float:
+    for t in np.unique(np.concatenate([pos, neg])):
+        tp, fp = np.sum(pos >= t), np.sum(neg >= t)
+        if tp and tp / (tp + fp) >= precision:
+            return float(t)
+    return 1.0
