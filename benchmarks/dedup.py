@@ -39,17 +39,26 @@ from realdata import SHARED_PT2
 from realdata import photo_paths
 from synthetic import Generator
 
+from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.images import open_upright
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
+from birder_index.indexer import Index
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
+from birder_index.indexer.colours import read_signatures
+from birder_index.indexer.vectors import normalize
 from birder_index.search.calibrate import _rotate
+from birder_index.search.calibrate import _sample
 from birder_index.search.calibrate import calibrate
+from birder_index.search.dedup import COLOUR_MIN
 from birder_index.search.dedup import find_duplicates
 
 SAME_PICTURE = [r"mate_abstract_Elephants", r"sway_Sway_Wallpaper_Blue"]  # one picture at several sizes
 KINDS = ("resize", "jpeg", "crop", "flip", "rotate", "brightness", "grey", "text", "lossless")
+FIXED = (0.85, 0.90, 0.95, 0.98)
 
 
 def variant(img: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
@@ -150,22 +159,59 @@ def quality(args: argparse.Namespace) -> None:
     print(f"{len(truth)} images ({len(photo_paths(args.photos))} photos, {len(KINDS)} variants each) indexed in "
           f"{time.perf_counter() - t0:.0f}s with {SHARED_PT2.name}")  # fmt: skip
     with open_index(work / "collection" / ".birder-index") as index:
+        print(colour_check(index, truth))
         t0 = time.perf_counter()
         cal = calibrate(index, index.load_encoder(), precision=0.99)
         print(f"calibrated threshold {cal.threshold:.4f} for precision 0.99 in {time.perf_counter() - t0:.0f}s "
               f"(estimated {cal.estimated_precision:.3f}; per-variant recall on the sample: "
               + ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items()) + ")")  # fmt: skip
+        families = [truth[Path(rel).name][0] for rel in _sample(index, cal.sample, 0)]  # the calibration's sample
+        copies = sum(a == b for a, b in itertools.combinations(families, 2))
+        print(f"of its {cal.negatives} pairs of sampled photos, {copies} are copies of one picture; "
+              f"the calibration estimated {cal.duplicates}")  # fmt: skip
         header = ["threshold", "precision", "recall", "f1", "purity", "exact P", "exact R"]
         header += [f"R {k}" for k in KINDS] + ["R crop80"]
         print("  ".join(f"{h:>9}" for h in header))
-        for label, t in [("calibrated", cal.threshold)] + [(f"fixed {t}", t) for t in (0.85, 0.90, 0.95, 0.98)]:
-            result = find_duplicates(index, t)
+        runs = [("calibrated", cal.threshold, COLOUR_MIN)] + [(f"fixed {t}", t, COLOUR_MIN) for t in FIXED]
+        runs += [(f"nocol {t}", t, 0.0) for t in FIXED[:2]]  # the model alone, without the colour check
+        for label, t, colour_min in runs:
+            result = find_duplicates(index, t, colour_min=colour_min)
             groups = [(Path(g.keeper.path).name, [(Path(m.path).name, m.kind) for m in g.duplicates])
                       for g in result.groups]  # fmt: skip
             m = evaluate(groups, truth)
             cells = [t, m["precision"], m["recall"], m["f1"], m["purity"], m["exact_precision"], m["exact_recall"]]
             cells += [m[f"recall_{k}"] for k in KINDS] + [m["recall_crop80"]]
             print(f"{label:>10} " + "  ".join(f"{c:9.4f}" for c in cells))
+
+
+def colour_check(index: Index, truth: dict[str, tuple[str, str]]) -> str:
+    """How alike the colour signatures of each variant kind and its original are, and those of the hard negatives:
+    the different pictures the model finds most alike."""
+    ids, rows = index.id_rows()
+    with session_scope(index.engine) as s:
+        paths = q.paths_of(s, ids)
+    names = [Path(paths[int(i)]).name for i in ids]
+    pos = {n: k for k, n in enumerate(names)}
+    sig = read_signatures(index.colours(), rows)
+    x = normalize(index.store().get(rows))
+    by_kind: dict[str, list[float]] = {}
+    for n, (_, kind) in truth.items():
+        if kind != "original":
+            source = pos[n.split("__")[0].removesuffix(".png") + ".png"]
+            by_kind.setdefault(kind, []).append(float(colour_similarity(sig[[pos[n]]], sig[[source]])[0]))
+    family = np.array([truth[n][0] for n in names])
+    sims = x @ x.T
+    iu = np.triu_indices(len(names), 1)
+    cross = family[iu[0]] != family[iu[1]]
+    hardest = np.argsort(-np.where(cross, sims[iu], -2))[:100]
+    hard = colour_similarity(sig[iu[0][hardest]], sig[iu[1][hardest]])
+    lines = [f"colour check (signatures at least {COLOUR_MIN} alike): lowest similarity of a variant to its original: "
+             + ", ".join(f"{k} {min(v):.3f}" for k, v in by_kind.items())]  # fmt: skip
+    passing = [f"{names[iu[0][h]]} ~ {names[iu[1][h]]}" for h in hardest[hard >= COLOUR_MIN]]
+    lines.append(f"the 100 pairs of different pictures the model finds most alike (cosine "
+                 f"{sims[iu][hardest].min():.3f}-{sims[iu][hardest].max():.3f}): {np.sum(hard < COLOUR_MIN)} fail the "
+                 f"colour check; passing: {', '.join(passing[:8])}{' ...' if len(passing) > 8 else ''}")  # fmt: skip
+    return "\n".join(lines)
 
 
 # -- scale ---------------------------------------------------------------------------------------------------------
