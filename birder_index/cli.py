@@ -506,6 +506,13 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
         f"at threshold {result.threshold:.4f}",
         err=quiet,
     )
+    if result.unsigned:
+        click.echo(
+            f"note: {result.unsigned} images have no colour signature (imported embeddings, or indexed before "
+            "signatures existed): the colour check let their pairs through (a new index built from the photos "
+            "has them)",
+            err=True,
+        )
     if json_file:
         text = json.dumps(result.to_json(), indent=None if quiet else 1)
         click.echo(text) if quiet else Path(json_file).write_text(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Engine
 
+from birder_index.backbone.colour import CHROMA_DIM
 from birder_index.backbone.colour import SIGNATURE_DIM
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
@@ -68,3 +69,14 @@ def repair(index_dir: Path, engine: Engine) -> int:
         store = colour_store(index_dir, store.rows - lost)
     store.drop_torn_tail()
     return lost
+
+
+def unsigned(store: VectorStore, rows: np.ndarray, block: int = 1 << 18) -> int:
+    """How many of these store rows have no signature (past the colour store, or padded with zeros)."""
+    rows = np.asarray(rows, np.int64)
+    covered = rows[rows < store.rows]
+    arr = store.array()
+    empty = np.zeros(store.rows, bool)
+    for start in range(0, store.rows, block):  # the uint8 map in blocks: bounded memory at any size
+        empty[start : start + block] = ~arr[start : start + block, :CHROMA_DIM].any(axis=1)
+    return int(len(rows) - len(covered) + np.count_nonzero(empty[covered]))

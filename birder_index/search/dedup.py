@@ -28,6 +28,7 @@ from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer.colours import read_signatures
+from birder_index.indexer.colours import unsigned
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
 from birder_index.indexer.vectors import normalize
@@ -61,6 +62,7 @@ class DedupResult:
     threshold: float
     groups: list[Group]
     colour_min: float = COLOUR_MIN
+    unsigned: int = 0  # images the colour check could not judge (no signature), when it was on
     # every pair above the threshold before grouping: (a ids, b ids, similarities)
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -99,6 +101,10 @@ def near_pairs(
 def _fetcher(index: Index, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     store = index.store()
     return lambda positions: normalize(store.get(rows[positions]))
+
+
+def _unsigned(colour_min: float, *indexes: Index) -> int:
+    return sum(unsigned(ix.colours(), ix.id_rows()[1]) for ix in indexes) if colour_min > 0 else 0
 
 
 def same_colours(
@@ -220,7 +226,7 @@ def find_duplicates(
     stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
-    return DedupResult(threshold, groups, colour_min, (a, b, scores))
+    return DedupResult(threshold, groups, colour_min, _unsigned(colour_min, index), (a, b, scores))
 
 
 def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group]) -> None:
@@ -264,7 +270,8 @@ def _find_across(index: Index, against: Index, threshold: float, keep: str, colo
         grouped.setdefault(theirs_id, []).append((mine_id, score, kind))
     order = keeper_order(their_sha, keep)
     stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
-    return DedupResult(threshold, _named(against, index, stars), colour_min, (a, b, s))
+    n_unsigned = _unsigned(colour_min, index, against)
+    return DedupResult(threshold, _named(against, index, stars), colour_min, n_unsigned, (a, b, s))
 
 
 def _named(keepers: Index, members: Index, stars: list[tuple[int, list[tuple[int, float, str]]]]) -> list[Group]:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from birder_index.backbone.colour import SIGNATURE_DIM
 from birder_index.backbone.colour import colour_signature
 from birder_index.backbone.images import decode
+from birder_index.cli import cli
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import IndexMismatch
@@ -20,6 +22,7 @@ from birder_index.indexer import open_index
 from birder_index.indexer import verify_index
 from birder_index.indexer.colours import COLOUR_FILE
 from birder_index.indexer.colours import read_signatures
+from birder_index.search.dedup import find_duplicates
 from tests.helpers import photo
 
 OPTS = BuildOptions(workers=0)
@@ -58,6 +61,11 @@ def test_an_index_without_signatures_is_padded_before_the_next_append(photos: Pa
     sigs, store_rows, colour_rows = _signatures(index_dir)
     assert colour_rows == store_rows == 9  # padded, then appended: rows stay aligned
     assert sigs["new.png"].any() and not sigs["photo00.jpg"].any()
+    with open_index(index_dir) as index:
+        assert find_duplicates(index, 0.9).unsigned == 8  # dedup says how many it could not judge
+        assert find_duplicates(index, 0.9, colour_min=0).unsigned == 0
+    note = CliRunner().invoke(cli, ["dedup", "--index-dir", str(index_dir), "--threshold", "0.9"])
+    assert note.exit_code == 0 and "note: 8 images have no colour signature" in note.output
 
 
 def test_verify_finds_and_repairs_a_lost_colour_store(photos: Path, tiny_pt: Path) -> None:
