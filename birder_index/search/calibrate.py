@@ -113,19 +113,19 @@ def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tupl
     """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision -> (t, the precision reached, the number of
     duplicates estimated among the negatives). `pos` holds -inf for pairs the colour check rejects."""
     pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
+    found = np.sort(pos[np.isfinite(pos)])  # the negatives given are those that pass the colour check too
 
-    def share_of_pos_above(t: np.ndarray) -> np.ndarray:
-        return (len(pos) - np.searchsorted(pos_sorted, t, side="left")) / max(len(pos), 1)
+    def share_found_above(t: np.ndarray) -> np.ndarray:
+        return (len(found) - np.searchsorted(found, t, side="left")) / max(len(found), 1)
 
-    found = pos[np.isfinite(pos)]
     median = np.median(found) if len(found) else np.inf
     above = len(neg) - np.searchsorted(neg_sorted, median, side="left")
-    duplicates = above / max(float(share_of_pos_above(np.array([median]))[0]), 1e-9) if above else 0.0
+    duplicates = above / max(float(share_found_above(np.array([median]))[0]), 1e-9) if above else 0.0
     candidates = np.unique(np.concatenate([pos, neg]))
     candidates = candidates[np.isfinite(candidates) & (candidates > 0)]  # -inf: a pair the colour check rejects
     tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
     fp = len(neg) - np.searchsorted(neg_sorted, candidates, side="left")
-    fp = np.maximum(0.0, fp - duplicates * share_of_pos_above(candidates))
+    fp = np.maximum(0.0, fp - duplicates * share_found_above(candidates))
     prec = np.where(tp > 0, tp / np.maximum(tp + fp, 1e-9), 0.0)
     ok = np.nonzero(prec >= precision)[0]
     if not len(ok):
