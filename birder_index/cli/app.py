@@ -1,0 +1,114 @@
+"""The command group and the options its commands share."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from typing import ClassVar
+from typing import TypeVar
+
+import click
+
+from birder_index.errors import BirderIndexError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+class Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BirderIndexError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(130)
+
+
+# -- shared options -------------------------------------------------------------------------------------------------
+
+
+def index_dir_option(f: F) -> F:
+    return click.option(
+        "--index-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Index folder (default: $BIRDER_INDEX_DIR, else the nearest .birder-index/ here or above).",
+    )(f)
+
+
+def db_option(f: F) -> F:
+    return click.option("--db", metavar="URL", help="SQLAlchemy URL of the metadata database (default: SQLite).")(f)
+
+
+def model_options(f: F) -> F:
+    f = click.option(
+        "--size", type=click.IntRange(16, 4096), help="Input size in pixels (ViTs resize their position embedding)."
+    )(f)
+    f = click.option("--weights", type=_FILE, help="Local weights: .pt, .safetensors or .pt2.")(f)
+    return click.option(
+        "--model",
+        metavar="NAME",
+        help="Published weights name (`birder-index models`), or the architecture of --weights.",
+    )(f)
+
+
+def device_options(f: F) -> F:
+    f = click.option(
+        "--exact", is_flag=True, help="birder's exact preprocessing in float32 (slower; bit-faithful parity)."
+    )(f)
+    return click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, mps (default: CUDA when present).")(f)
+
+
+class ByteSize(click.ParamType):
+    """A size such as 512MB, 4GB or 4GiB (in bytes)."""
+
+    name = "size"
+    _UNITS: ClassVar[dict[str, int]] = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+    }
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number) :]
+        try:
+            return int(float(number) * self._UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size like 512MB or 4GB", param, ctx)
+
+
+def index_options(f: F) -> F:
+    f = click.option(
+        "--target-recall", type=click.FloatRange(0, 1, min_open=True), help="recall@10 to tune to (default 0.95)."
+    )(f)
+    return click.option(
+        "--max-index-memory", type=ByteSize(), help="RAM the FAISS index may take, e.g. 4GB (default 4GiB)."
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+@click.group(cls=Cli)
+@click.version_option(package_name="birder-index")
+@click.option("-v", "--verbose", count=True, help="-v: progress details, -vv: debug timings.")
+def cli(verbose: int) -> None:
+    """Embedding-based image similarity search with birder's image encoders, FAISS and SQLite."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

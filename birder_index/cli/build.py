@@ -1,0 +1,105 @@
+"""`birder-index build`: scan, embed and index a folder, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from birder_index.cli.app import cli
+from birder_index.cli.app import db_option
+from birder_index.cli.app import device_options
+from birder_index.cli.app import index_dir_option
+from birder_index.cli.app import index_options
+from birder_index.cli.app import model_options
+
+
+@cli.command()
+@click.argument("photos", type=click.Path(file_okay=False, path_type=Path))
+@index_dir_option
+@model_options
+@device_options
+@click.option("--batch-size", type=int, help="Images per batch (default 16 on CPU, 256 on GPU).")
+@click.option("--workers", type=int, help="Decode processes (default from the device and cores).")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
+@click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")
+@index_options
+@db_option
+def build(
+    photos: Path,
+    index_dir: Path | None,
+    model: str | None,
+    weights: Path | None,
+    size: int | None,
+    device: str | None,
+    exact: bool,
+    batch_size: int | None,
+    workers: int | None,
+    retry_failed: bool,
+    wait: float,
+    max_index_memory: int | None,
+    target_recall: float | None,
+    db: str | None,
+) -> None:
+    """Embed and index a folder of photos, incrementally: only new and changed files are embedded.
+
+    \b
+    Example:
+        birder-index build photos/ --model vit_reg4_m16_rms_avg_i-jepa-imagenet21k
+        birder-index build photos/ --weights my_model.pt2
+    """
+    from birder_index.indexer import BuildOptions
+    from birder_index.indexer import ModelSpec
+    from birder_index.indexer import build_index
+
+    spec = ModelSpec(model, weights, size, device, "float32" if exact else "auto")
+    options = BuildOptions(
+        batch_size,
+        workers,
+        exact,
+        retry_failed,
+        wait,
+        db=db,
+        max_index_memory=max_index_memory,
+        target_recall=target_recall,
+    )
+    with _ProgressBar() as bar:
+        report = build_index(photos, index_dir, spec, options, progress=bar)
+    click.echo(_build_summary(report))
+    if report.interrupted:
+        sys.exit(130)
+
+
+def _build_summary(r: Any) -> str:
+    parts = [f"{r.indexed} indexed" + (f" ({r.reused} identical copies reused)" if r.reused else "")]
+    parts += [f"{n} {what}" for n, what in ((r.moved, "moved"), (r.removed, "removed"), (r.failed, "failed")) if n]
+    parts.append(f"{r.unchanged} unchanged")
+    rate = f", {r.images_per_second:.1f} images/s" if r.indexed else ""
+    line = f"{', '.join(parts)} in {r.seconds:.1f}s{rate}"
+    if r.interrupted:
+        line += f"\nInterrupted: {r.pending} photos left; run the same command again to resume."
+    if r.failed:
+        line += f"\nWarning: {r.failed} files could not be indexed; `birder-index info --failed` lists them."
+    return line
+
+
+class _ProgressBar:
+    """tqdm bar fed by build_index's progress callback; silent when stderr is not a terminal."""
+
+    def __enter__(self) -> _ProgressBar:
+        self.bar: Any = None
+        return self
+
+    def __call__(self, event: str, value: int) -> None:
+        from tqdm import tqdm
+
+        if event == "total":
+            self.bar = tqdm(total=value, unit="img", desc="embedding", disable=not sys.stderr.isatty())
+        elif self.bar is not None:
+            self.bar.update(value)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

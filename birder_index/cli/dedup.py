@@ -1,0 +1,174 @@
+"""`birder-index dedup`: exact and near duplicates, their outputs and the actions on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from birder_index.cli.app import cli
+from birder_index.cli.app import device_options
+from birder_index.cli.app import index_dir_option
+
+
+@cli.command()
+@index_dir_option
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), help="Cosine similarity; default: calibrated.")
+@click.option(
+    "--precision",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Calibrate the threshold to this precision (default 0.99).",
+)
+@click.option("--recalibrate", is_flag=True, help="Calibrate again instead of reusing the stored threshold.")
+@click.option(
+    "--ignore-colour",
+    "--ignore-color",
+    "ignore_colour",
+    is_flag=True,
+    help="Near duplicates may differ in colour (greyscale or recoloured copies).",
+)
+@click.option(
+    "--keep",
+    type=click.Choice(["largest", "smallest", "oldest", "newest", "first"]),
+    default="largest",
+    show_default=True,
+    help="Which image of a group is kept.",
+)
+@click.option(
+    "--against",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Only pairs across this and another index (same model); keepers come from the other.",
+)
+@click.option("--json", "json_file", metavar="FILE", help="Write the groups as JSON (- for stdout).")
+@click.option(
+    "--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the groups as CSV rows."
+)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a self-contained HTML page.")
+@click.option(
+    "--move-to", type=click.Path(file_okay=False, path_type=Path), help="Move duplicates into this folder (with --yes)."
+)
+@click.option("--delete", is_flag=True, help="Delete duplicates (with --yes).")
+@click.option("--yes", is_flag=True, help="Carry out --move-to or --delete; without it only the plan is printed.")
+@click.option("--plan", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the plan CSV.")
+@click.option(
+    "--undo", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Move back the files a plan moved."
+)
+@device_options
+def dedup(
+    index_dir: Path | None,
+    threshold: float | None,
+    precision: float | None,
+    recalibrate: bool,
+    ignore_colour: bool,
+    keep: str,
+    against: Path | None,
+    json_file: str | None,
+    csv_file: Path | None,
+    report: Path | None,
+    move_to: Path | None,
+    delete: bool,
+    yes: bool,
+    plan: Path | None,
+    undo: Path | None,
+    device: str | None,
+    exact: bool,
+) -> None:
+    """Exact and near duplicates: self-calibrated threshold, groups without chaining, safe actions.
+
+    \b
+    Example:
+        birder-index dedup --report dups.html
+        birder-index dedup --move-to ../duplicates --yes
+        birder-index dedup --index-dir test/.birder-index --against train/.birder-index --json -
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search import dedup_actions
+    from birder_index.search.calibrate import resolve_threshold
+    from birder_index.search.dedup import COLOUR_MIN
+    from birder_index.search.dedup import find_duplicates
+
+    if undo is not None:
+        click.echo(f"{dedup_actions.undo_plan(undo)} files moved back")
+        return
+    quiet = json_file == "-"
+    colour_min = 0.0 if ignore_colour else COLOUR_MIN
+    with open_index(index_dir) as index:
+        t, cal, fresh = resolve_threshold(index, threshold, precision, recalibrate, device, colour_min)
+        if cal is not None:
+            click.echo(_calibration_text(cal, fresh), err=quiet)
+        other = open_index(against) if against else None
+        result = find_duplicates(index, t, keep, against=other, colour_min=colour_min)
+        _dedup_outputs(result, json_file, csv_file, report, quiet)
+        if move_to or delete:
+            _dedup_act(result, index.root, move_to, delete, yes, plan)
+
+
+def _calibration_text(cal: Any, fresh: bool) -> str:
+    recall = ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items())
+    origin = "calibrated" if fresh else "stored calibration:"
+    sample = f"{cal.sample} photos, {cal.positives} variant pairs, {cal.negatives} pairs of photos"
+    if cal.duplicates:
+        sample += f", about {cal.duplicates} of them duplicates already in the collection"
+    return (
+        f"{origin} threshold {cal.threshold:.4f} for precision {cal.precision} "
+        f"(estimated {cal.estimated_precision:.3f} on {sample})\nestimated recall per variant: {recall}"
+    )
+
+
+def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, report: Path | None, quiet: bool) -> None:
+    import csv
+
+    n_dups = sum(len(g.duplicates) for g in result.groups)
+    n_exact = sum(m.kind == "exact" for g in result.groups for m in g.duplicates)
+    click.echo(
+        f"{len(result.groups)} groups, {n_dups} duplicates ({n_exact} exact, {n_dups - n_exact} near) "
+        f"at threshold {result.threshold:.4f}",
+        err=quiet,
+    )
+    if result.unsigned:
+        click.echo(
+            f"note: {result.unsigned} images have no colour signature (imported embeddings, or indexed before "
+            "signatures existed): the colour check let their pairs through (a new index built from the photos "
+            "has them)",
+            err=True,
+        )
+    if json_file:
+        text = json.dumps(result.to_json(), indent=None if quiet else 1)
+        click.echo(text) if quiet else Path(json_file).write_text(text)
+    if csv_file:
+        with open(csv_file, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["group", "keeper", "path", "score", "kind"])
+            for n, g in enumerate(result.groups, 1):
+                w.writerows([n, g.keeper.path, m.path, f"{m.score:.6f}", m.kind] for m in g.duplicates)
+    if report:
+        from birder_index.search.report import write_report
+
+        shown = write_report(result, report)
+        click.echo(f"report: {report} ({shown} groups)", err=quiet)
+    if not (json_file or csv_file or report):
+        for g in result.groups[:20]:
+            click.echo(f"keep {g.keeper.path}")
+            click.echo("\n".join(f"  {m.score:.4f} {m.kind:<5} {m.path}" for m in g.duplicates))
+        if len(result.groups) > 20:
+            click.echo(f"... {len(result.groups) - 20} more groups: use --json, --csv or --report")
+
+
+def _dedup_act(
+    result: Any, root: Path | None, move_to: Path | None, delete: bool, yes: bool, plan: Path | None
+) -> None:
+    from birder_index.search import dedup_actions
+
+    actions = dedup_actions.plan_actions(result, root, move_to, delete)
+    plan_file = plan or dedup_actions.default_plan_path(move_to or Path.cwd())
+    verb = "move" if move_to else "delete"
+    if not yes:
+        for a in actions[:50]:
+            click.echo(f"would {verb} {a.src}" + (f" -> {a.dst}" if a.dst else ""))
+        click.echo(f"dry run: {len(actions)} files would be {verb}d (keepers are never touched); add --yes to do it")
+        return
+    done = dedup_actions.apply_plan(actions, plan_file)
+    undo = f"; undo with: birder-index dedup --undo {plan_file}" if move_to else ""
+    click.echo(f"{done} files {verb}d; plan: {plan_file}{undo}")

@@ -1,0 +1,207 @@
+"""`birder-index label`, `lookup` and `probe`: labelled photos, few-shot lookup and linear probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from birder_index.cli.app import _FILE
+from birder_index.cli.app import F
+from birder_index.cli.app import cli
+from birder_index.cli.app import index_dir_option
+from birder_index.cli.app import json_option
+from birder_index.cli.app import model_options
+
+
+def set_option(f: F) -> F:
+    return click.option("--set", "set_name", default="labels", show_default=True, help="Label set name.")(f)
+
+
+@cli.group()
+def label() -> None:
+    """Label sets: classes of photos, for lookup and probes."""
+
+
+@label.command("import")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@set_option
+@index_dir_option
+@model_options
+def label_import(source: Path, set_name: str, index_dir: Path | None, model: str | None, weights: Path | None,
+                 size: int | None) -> None:  # fmt: skip
+    """Label photos from a folder per class (SOURCE/<class>/<photo>) or a CSV `path,label`.
+
+    Photos of a folder tree that are not indexed yet are indexed first.
+
+    \b
+    Example:
+        birder-index label import species/ --set birds
+        birder-index label import labels.csv --set birds
+    """
+    from birder_index.indexer import ModelSpec
+    from birder_index.search.labels import label_folder_or_csv
+
+    report, _ = label_folder_or_csv(source, set_name, index_dir, ModelSpec(model, weights, size))
+    click.echo(f"{report.labelled} photos labelled in {report.classes} classes (set {report.set_name!r})")
+    for name in report.empty_classes:
+        click.echo(f"Warning: class {name!r} has no images", err=True)
+    if report.unknown:
+        shown = ", ".join(report.unknown[:3]) + (", ..." if len(report.unknown) > 3 else "")
+        click.echo(f"Warning: {len(report.unknown)} paths are not in the index: {shown}", err=True)
+
+
+@label.command("list")
+@click.option("--set", "set_name", help="Only this set.")
+@index_dir_option
+@json_option
+def label_list(set_name: str | None, index_dir: Path | None, as_json: bool) -> None:
+    """Label sets with the number of photos per class.
+
+    \b
+    Example:
+        birder-index label list --set birds
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search.labels import label_summary
+
+    with open_index(index_dir) as index:
+        rows = label_summary(index, set_name)
+    if as_json:
+        click.echo(json.dumps([{"set": s, "label": lab, "images": n} for s, lab, n in rows]))
+    for s, lab, n in [] if as_json else rows:
+        click.echo(f"{s}\t{lab}\t{n}")
+
+
+@label.command("remove")
+@click.option("--set", "set_name", required=True, help="Label set name.")
+@click.option("--label", "label_name", help="Only this class (default: the whole set).")
+@index_dir_option
+def label_remove(set_name: str, label_name: str | None, index_dir: Path | None) -> None:
+    """Remove a label set, or one class of it.
+
+    \b
+    Example:
+        birder-index label remove --set birds --label sparrow
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search.labels import remove_labels
+
+    with open_index(index_dir) as index:
+        n = remove_labels(index, set_name, label_name)
+    click.echo(f"{n} labels removed")
+
+
+def lookup_options(f: F) -> F:
+    f = click.option("--probe", "probe_file", type=_FILE, help="A probe file from `probe fit` (--method probe).")(f)
+    f = click.option("--min-score", type=float, help="Open-set threshold (default: calibrated by leave-one-out).")(f)
+    f = click.option("--neighbours", type=click.IntRange(1), default=10, show_default=True, help="k of the kNN vote.")(
+        f
+    )
+    return click.option("--method", type=click.Choice(["knn", "prototype", "probe", "head"]), default="knn",
+                        show_default=True, help="How to decide.")(f)  # fmt: skip
+
+
+@cli.command()
+@click.argument("queries", nargs=-1)
+@set_option
+@lookup_options
+@click.option("-k", type=click.IntRange(1), default=5, show_default=True, help="Classes per query.")
+@click.option("--all", "all_", is_flag=True, help="Label every unlabelled photo of the index (store and --csv).")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="With --all: CSV output.")
+@index_dir_option
+@click.option("--exact", is_flag=True, help="birder's exact preprocessing in float32 for query images.")
+@json_option
+def lookup(queries: tuple[str, ...], set_name: str, method: str, neighbours: int, min_score: float | None,
+           probe_file: Path | None, k: int, all_: bool, csv_file: Path | None, index_dir: Path | None, exact: bool,
+           as_json: bool) -> None:  # fmt: skip
+    """Few-shot lookup: the labelled classes a photo most likely shows, or `unknown`.
+
+    \b
+    Example:
+        birder-index lookup bird.jpg --set birds
+        birder-index lookup --all --set birds --csv predictions.csv
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search.lookup import lookup as lookup_
+    from birder_index.search.lookup import lookup_all
+
+    if bool(queries) == all_:
+        raise click.UsageError("give QUERY images or --all (not both)")
+    with open_index(index_dir) as index:
+        if all_:
+            n, unknown, t = lookup_all(index, set_name, method, neighbours, min_score, csv_file, probe_file)
+            click.echo(f"{n} photos predicted ({unknown} unknown below score {t:.4f}) with {method}")
+            return
+        results = lookup_(index, list(queries), set_name, method, k, neighbours, min_score, probe_file, exact)
+    for r in results:
+        click.echo(json.dumps(r.to_json()) if as_json else _lookup_text(r))
+
+
+def _lookup_text(r: Any) -> str:
+    head = f"{r.query}: " + ("unknown (best: " if r.unknown else "") + f"{r.predictions[0][0]}"
+    head += f" {r.predictions[0][1]:.3f}" + (")" if r.unknown else "")
+    lines = [head] + [f"  {score:.3f}  {lab:<24} e.g. {', '.join(sup[:2])}" for lab, score, sup in r.predictions]
+    return "\n".join(lines)
+
+
+@cli.group()
+def probe() -> None:
+    """Linear probes: logistic regression on the frozen embeddings of a label set."""
+
+
+@probe.command("fit")
+@set_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Probe file to write.")
+@click.option("--balanced", is_flag=True, help="Weight classes inversely to their size.")
+@click.option("--lambda", "lam", type=float, help="L2 strength (default: chosen by cross-validation).")
+@index_dir_option
+def probe_fit(set_name: str, out: Path, balanced: bool, lam: float | None, index_dir: Path | None) -> None:
+    """Fit a probe on a label set and save it (safetensors; bound to the index's model).
+
+    \b
+    Example:
+        birder-index probe fit --set birds --out birds.probe
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search.probe_eval import fit_set_probe
+
+    with open_index(index_dir) as index:
+        p, seconds = fit_set_probe(index, set_name, balanced, lam)
+    p.save(out)
+    click.echo(f"probe of {len(p.classes)} classes fitted in {seconds:.2f}s (lambda {p.lam:g}); written to {out}")
+
+
+@probe.command("eval")
+@set_option
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True)
+@click.option("--balanced", is_flag=True, help="Weight classes inversely to their size.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Write the confusion matrix picture.")
+@index_dir_option
+@json_option
+def probe_eval(set_name: str, folds: int, balanced: bool, png: Path | None, index_dir: Path | None,
+               as_json: bool) -> None:  # fmt: skip
+    """Cross-validated accuracy, per-class recall, confusion matrix, and k-shot curves for kNN and prototypes.
+
+    \b
+    Example:
+        birder-index probe eval --set birds --png confusion.png
+    """
+    from birder_index.indexer import open_index
+    from birder_index.search.probe_eval import evaluate_set
+
+    with open_index(index_dir) as index:
+        ev = evaluate_set(index, set_name, folds, balanced, png)
+    if as_json:
+        click.echo(json.dumps({"top1": ev.top1, "top5": ev.top5, "per_class_recall": ev.per_class_recall,
+                               "lambda": ev.lam, "kshot": ev.kshot, "confusion": ev.confusion.tolist()}))  # fmt: skip
+        return
+    click.echo(f"probe ({folds}-fold cross-validation, lambda {ev.lam:g}): top-1 {ev.top1:.3f}, top-5 {ev.top5:.3f}")
+    click.echo("recall per class: " + ", ".join(f"{c} {r:.2f}" for c, r in ev.per_class_recall.items()))
+    click.echo("k-shot accuracy (mean +- std over draws):  shots " + " ".join(f"{k:>13}" for k in ev.kshot["knn"]))
+    for method, curve in ev.kshot.items():
+        click.echo(f"  {method:<38}" + " ".join(f"{m:6.3f} +-{s:5.3f}" for m, s in curve.values()))
+    if png:
+        click.echo(f"confusion matrix: {png}")

@@ -1,0 +1,134 @@
+"""`birder-index info`, `verify` and `reindex`: what an index holds, whether it is sound, rebuilding it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from birder_index.cli.app import cli
+from birder_index.cli.app import index_dir_option
+from birder_index.cli.app import index_options
+from birder_index.cli.app import json_option
+
+
+@cli.command()
+@index_dir_option
+@click.option("--failed", is_flag=True, help="List the files that could not be indexed, with the reason.")
+@json_option
+def info(index_dir: Path | None, failed: bool, as_json: bool) -> None:
+    """Counts, model, FAISS index type and measured recall, sizes on disk.
+
+    \b
+    Example:
+        birder-index info
+        birder-index info --failed
+    """
+    from birder_index.indexer import describe
+    from birder_index.indexer import failed_files
+    from birder_index.indexer import open_index
+
+    with open_index(index_dir) as index:
+        data = describe(index)
+        if failed:
+            data["failed_files"] = [{"path": p, "error": e} for p, e in failed_files(index)]
+    click.echo(json.dumps(data, indent=2) if as_json else _info_text(data))
+
+
+def _info_text(d: dict[str, Any]) -> str:
+    lines = [f"index:   {d['index_dir']}", f"photos:  {d['root'] or '(imported embeddings)'}"]
+    lines.append(f"images:  {d['images']} ({d['indexed']} indexed, {d['pending']} pending, {d['failed']} failed)")
+    if d["model"]:
+        m = d["model"]
+        size = "x".join(map(str, m["input_size"]))
+        if m["arch"] == "imported":  # no network: only the dimension is known
+            lines.append(f"model:   none ({m['embedding_dim']}-d imported embeddings)")
+        else:
+            lines.append(
+                f"model:   {m['name']} ({m['arch']}, {m['embedding_dim']}-d, {size} px, sha256 {m['sha256'][:12]})"
+            )
+    if d["index"]:
+        ix = d["index"]
+        params = ", ".join(f"{k}={v}" for k, v in ix["params"].items())
+        lines.append(f"faiss:   {ix['type']}, {ix['vectors']} vectors" + (f" ({params})" if params else ""))
+        if ix["recall_at_10"] is not None:
+            lines.append(
+                f"         recall@10 {ix['recall_at_10']:.3f} at {ix['queries_per_second']:.0f} queries/s, "
+                f"{ix['bytes_per_vector']:.0f} bytes/vector in RAM"
+            )
+    lines.append(f"disk:    {sum(d['disk_bytes'].values()) / 1e6:.1f} MB")
+    for f in d.get("failed_files", []):
+        lines.append(f"failed:  {f['path']}: {f['error']}")
+    return "\n".join(lines)
+
+
+# -- verify, reindex -------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@index_dir_option
+@click.option("--deep", is_flag=True, help="Also rehash every file and compare with the recorded sha256.")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed (re-queue, drop orphans, rewrite FAISS).")
+@json_option
+def verify(index_dir: Path | None, deep: bool, repair: bool, as_json: bool) -> None:
+    """Check that database, embedding store, FAISS index and files agree; exit code 1 if not.
+
+    \b
+    Example:
+        birder-index verify --deep
+        birder-index verify --repair
+    """
+    from birder_index.indexer import open_index
+    from birder_index.indexer import verify_index
+
+    with open_index(index_dir) as index:
+        report = verify_index(index, deep=deep, repair=repair)
+    click.echo(json.dumps({**report.__dict__, "healthy": report.healthy}) if as_json else _verify_text(report))
+    if not report.healthy and not repair:
+        sys.exit(1)
+
+
+def _verify_text(r: Any) -> str:
+    def listed(items: list[Any]) -> str:
+        return f"{len(items)}" + (
+            f" ({', '.join(map(str, items[:5]))}{', ...' if len(items) > 5 else ''})" if items else ""
+        )
+
+    lines = [
+        f"images:          {r.indexed} indexed, {r.pending} pending, {r.failed} failed",
+        f"embedding store: {r.store_rows} rows committed, {r.torn_tail_bytes} bytes of torn tail",
+        f"bad store rows:  {listed(r.bad_vector_rows)}",
+        f"colour store:    {r.colour_rows_lost} committed signatures missing",
+        f"faiss:           {listed(r.faiss_missing)} missing, {listed(r.faiss_orphans)} orphans",
+        f"files:           {listed(r.files_missing)} missing, {listed(r.files_changed)} changed",
+    ]
+    lines += [f"repaired:        {what}" for what in r.repaired]
+    lines.append(
+        "healthy" if r.healthy else ("repaired" if r.repaired else "NOT healthy: `birder-index verify --repair`")
+    )
+    return "\n".join(lines)
+
+
+@cli.command()
+@index_dir_option
+@index_options
+def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None) -> None:
+    """Choose, train and tune the FAISS index again from the stored embeddings (no image is re-embedded).
+
+    \b
+    Example:
+        birder-index reindex
+    """
+    from birder_index.indexer import open_index
+    from birder_index.indexer import reindex as reindex_
+
+    with open_index(index_dir) as index:
+        report = reindex_(index, max_index_memory, target_recall)
+    click.echo(
+        f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "
+        f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "
+        f"{report.qps:.0f} queries/s"
+    )
