@@ -91,6 +91,13 @@ def test_index_from_another_model(built: Path, photos: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(cli, ["build", str(photos), "--weights", str(other)])
     assert result.exit_code == 1 and result.output.startswith("Error: the index in ")
     assert "use another --index-dir" in result.output
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    result = CliRunner().invoke(cli, ["build", str(photos), "--weights", str(junk)])  # on the existing index
+    assert (
+        result.exit_code == 1
+        and result.output == f"Error: {junk} is not a birder checkpoint (.pt, .safetensors or .pt2)\n"
+    )
 
 
 def test_unwritable_folder_suggests_index_dir(photos: Path, tiny_pt: Path) -> None:

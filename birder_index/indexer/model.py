@@ -70,6 +70,10 @@ def check_spec(index: Index, spec: ModelSpec) -> None:
     sha = expected_sha256(spec, row)
     size_differs = spec.size is not None and (spec.size, spec.size) != (row.input_height, row.input_width)
     if sha != row.sha256 or size_differs:
+        if spec.weights is not None:
+            from birder_index.backbone.checkpoint import sniff_format
+
+            sniff_format(Path(spec.weights))  # a file that is no checkpoint at all says so, not "another model"
         asked = spec.model or (spec.weights.name if spec.weights else "?")
         raise IndexMismatch(
             f"the index in {index.dir} was built with {row.name} at {row.input_height}x{row.input_width} "
