@@ -49,7 +49,7 @@ def read_signatures(store: VectorStore, rows: np.ndarray) -> np.ndarray:
     out = np.zeros((len(rows), SIGNATURE_DIM), np.uint8)
     have = rows < store.rows
     if have.any():
-        out[have] = store.get(rows[have]).astype(np.uint8)
+        out[have] = store.get(rows[have], np.uint8)
     return out
 
 

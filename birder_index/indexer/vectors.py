@@ -47,14 +47,14 @@ class VectorStore:
                 self._map = np.memmap(self.path, self.dtype, "r", shape=(self.rows, self.dim))
         return self._map
 
-    def get(self, rows: np.ndarray) -> np.ndarray:
-        """float32 (len(rows), dim) for store row numbers, in the order given."""
+    def get(self, rows: np.ndarray, dtype: type[np.generic] = np.float32) -> np.ndarray:
+        """(len(rows), dim) rows in `dtype` (float32 by default) for store row numbers, in the order given."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.dim), dtype)
         arr = self.array()
         order = np.argsort(rows)  # sorted reads are sequential reads on disk
-        out = np.empty((rows.size, self.dim), np.float32)
+        out = np.empty((rows.size, self.dim), dtype)
         out[order] = arr[rows[order]]
         return out
 

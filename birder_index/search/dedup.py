@@ -108,7 +108,7 @@ def _unsigned(colour_min: float, *indexes: Index) -> int:
 
 
 def same_colours(
-    index: Index, a: np.ndarray, b: np.ndarray, colour_min: float, against: Index | None = None, chunk: int = 1 << 20
+    index: Index, a: np.ndarray, b: np.ndarray, colour_min: float, against: Index | None = None, chunk: int = 1 << 16
 ) -> np.ndarray:  # fmt: skip
     """Mask over pairs (a from `index`, b from `against` or `index`): colour signatures at least `colour_min` alike.
     Pairs where either image has no signature (imported embeddings) pass."""
