@@ -82,6 +82,8 @@ def _build_summary(r: Any) -> str:
         line += f"\nInterrupted: {r.pending} photos left; run the same command again to resume."
     if r.failed:
         line += f"\nWarning: {r.failed} files could not be indexed; `birder-index info --failed` lists them."
+    if r.scanned == 0:
+        line += "\nWarning: no images found in the folder (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)."
     return line
 
 

@@ -152,7 +152,9 @@ def _build(
         todo = q.pending(s)
     if todo:
         _embed(index, root, todo, spec, options, progress, stop, report)
-    if not report.interrupted or report.indexed:
+    with session_scope(index.engine) as s:
+        has_model = q.get_model(s) is not None  # none yet: nothing was ever embedded, so there is nothing to index
+    if has_model and (not report.interrupted or report.indexed):
         refresh_ann(index)
     return report
 

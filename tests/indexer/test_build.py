@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from birder_index.cli import cli
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import INDEXED
@@ -145,3 +147,10 @@ def test_workers_and_batches_give_the_same_vectors(photos: Path, tiny_pt: Path, 
         ids_b, _ = b.id_rows()
         assert np.array_equal(ids_a, ids_b)
         assert np.allclose(a.vectors(ids_a), b.vectors(ids_b), atol=2e-3)
+
+
+def test_an_empty_folder_builds_an_empty_index(tmp_path: Path, tiny_pt: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["build", str(tmp_path / "empty"), "--weights", str(tiny_pt)])
+    assert result.exit_code == 0, result.output
+    assert "0 indexed, 0 unchanged" in result.output and "Warning: no images found" in result.output
