@@ -142,3 +142,29 @@ def test_metadata_in_another_database(
     assert out.splitlines()[2].endswith("photo00.jpg")
     missing = CliRunner().invoke(cli, ["info"])
     assert missing.exit_code == 1 and "name the index folder with --index-dir" in missing.output
+
+
+def test_build_with_a_compiled_model(
+    photos: Path, tiny_pt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--batch-size", "3", "--compile").output
+    assert out.startswith("8 indexed, 1 failed, 0 unchanged in") and "(model compiled in " in out
+    # The search embeds its query eagerly: the stored (compiled) embedding must be the same vector.
+    result = run("search", photos / "photo04.jpg", "-k", "1", "--json", "--index-dir", photos / ".birder-index")
+    hit = json.loads(result.output)["results"][0]
+    assert hit["path"].endswith("photo04.jpg") and hit["score"] >= 0.9999
+    monkeypatch.setattr("birder_index.indexer.pipeline.COMPILE_MIN_IMAGES", 1)  # auto would compile now
+    out = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--index-dir", tmp_path / "b", "--no-compile")
+    assert out.output.startswith("8 indexed") and "compiled" not in out.output
+
+
+def test_compile_is_chosen_for_long_cpu_runs_unless_told() -> None:
+    import torch
+
+    from birder_index.indexer.pipeline import COMPILE_MIN_IMAGES
+    from birder_index.indexer.pipeline import should_compile
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert should_compile(None, cpu, COMPILE_MIN_IMAGES) and not should_compile(None, cpu, COMPILE_MIN_IMAGES - 1)
+    assert not should_compile(None, gpu, 10**6)
+    assert should_compile(True, cpu, 1) and should_compile(True, gpu, 1) and not should_compile(False, cpu, 10**6)

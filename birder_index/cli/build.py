@@ -23,6 +23,13 @@ from birder_index.cli.app import model_options
 @device_options
 @click.option("--batch-size", type=int, help="Images per batch (default 16 on CPU, 256 on GPU).")
 @click.option("--workers", type=int, help="Decode processes (default from the device and cores).")
+@click.option(
+    "--compile/--no-compile",
+    "compile_model",
+    default=None,
+    help="torch.compile the model: 1.2-1.3x faster embedding after 10-25 s of compiling "
+    "(default: on a CPU for 2,000 photos or more).",
+)
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")
 @index_options
@@ -37,6 +44,7 @@ def build(
     exact: bool,
     batch_size: int | None,
     workers: int | None,
+    compile_model: bool | None,
     retry_failed: bool,
     wait: float,
     max_index_memory: int | None,
@@ -64,6 +72,7 @@ def build(
         db=db,
         max_index_memory=max_index_memory,
         target_recall=target_recall,
+        compile=compile_model,
     )
     with _ProgressBar() as bar:
         report = build_index(photos, index_dir, spec, options, progress=bar)
@@ -77,7 +86,8 @@ def _build_summary(r: Any) -> str:
     parts += [f"{n} {what}" for n, what in ((r.moved, "moved"), (r.removed, "removed"), (r.failed, "failed")) if n]
     parts.append(f"{r.unchanged} unchanged")
     rate = f", {r.images_per_second:.1f} images/s" if r.indexed else ""
-    line = f"{', '.join(parts)} in {r.seconds:.1f}s{rate}"
+    compiling = f" (model compiled in {r.compile_seconds:.1f}s)" if r.compile_seconds else ""
+    line = f"{', '.join(parts)} in {r.seconds:.1f}s{compiling}{rate}"
     if r.interrupted:
         line += f"\nInterrupted: {r.pending} photos left; run the same command again to resume."
     if r.failed:

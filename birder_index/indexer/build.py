@@ -57,6 +57,7 @@ class BuildOptions:
     db: str | None = None  # SQLAlchemy URL; default: SQLite inside the index folder
     max_index_memory: int | None = None  # bytes of RAM the FAISS index may take (recorded for later builds)
     target_recall: float | None = None  # recall@10 the FAISS index is tuned to (recorded for later builds)
+    compile: bool | None = None  # torch.compile the model; default: on a CPU, for runs of COMPILE_MIN_IMAGES+
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -82,7 +83,8 @@ class BuildReport:
     pending: int = 0  # left to do when interrupted
     interrupted: bool = False
     seconds: float = 0.0
-    embed_seconds: float = 0.0
+    embed_seconds: float = 0.0  # from the first batch on (compiling the model is not included)
+    compile_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property

@@ -1,0 +1,92 @@
+"""The fast paths' tolerances: bf16 and the fast JPEG decode against float32 and the exact decode, and the
+compiled model against the eager one (issue 3: cosine >= 0.999 for bf16, >= 0.995 for the fast decode)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from birder_index.backbone import load_backbone
+from birder_index.backbone.images import decode
+from tests.helpers import photo
+from tests.helpers import save_vit
+
+
+@pytest.fixture(scope="module")
+def vit64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_vit(tmp_path_factory.mktemp("vit64"), "vit_reg4_m16_rms_avg", "pt", size=64)
+
+
+def _pixels(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.stack(
+        [torch.from_numpy(decode(_png(photo(seed + i, (160, 120))), (size, size)).pixels) for i in range(n)]
+    )
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b)
+
+
+def test_bf16_embeddings_are_within_tolerance_of_float32(vit64: Path) -> None:
+    x = _pixels(6)
+    exact = load_backbone(weights=vit64, precision="float32").embed(x)
+    bf16 = load_backbone(weights=vit64, precision="bf16")
+    assert bf16.dtype is torch.bfloat16
+    got = bf16.embed(x)
+    assert got.dtype == torch.float32 and got.shape == exact.shape
+    assert _cos(got, exact).min() >= 0.999
+    assert not torch.equal(got, exact)  # bf16 really ran
+
+
+def test_fast_jpeg_decode_embeds_within_tolerance_of_the_exact_decode(vit64: Path) -> None:
+    enc = load_backbone(weights=vit64, precision="float32")
+    exact, fast = [], []
+    for seed in range(4):
+        buf = io.BytesIO()
+        photo(seed, (1600, 1200)).save(buf, "JPEG", quality=92)
+        exact.append(torch.from_numpy(decode(buf.getvalue(), (64, 64)).pixels))
+        fast.append(torch.from_numpy(decode(buf.getvalue(), (64, 64), fast=True).pixels))
+    assert not torch.equal(torch.stack(exact), torch.stack(fast))  # the DCT-domain path really ran
+    assert _cos(enc.embed(torch.stack(fast)), enc.embed(torch.stack(exact))).min() >= 0.995
+
+
+def test_compiled_model_gives_the_eager_embeddings_at_any_batch(vit64: Path) -> None:
+    x = _pixels(7)
+    enc = load_backbone(weights=vit64, precision="float32")
+    eager = enc.embed(x)
+    seconds = enc.compile(batch=4)
+    assert seconds is not None and seconds > 0
+    for n in (1, 4, 7):  # a remainder runs eager, whole batches compiled: no other shape is ever compiled
+        got = enc.embed(x[:n])
+        assert got.shape == (n, enc.embedding_dim)
+        assert _cos(got, eager[:n]).min() >= 0.99999
+
+
+def test_a_failed_compile_keeps_the_eager_model(
+    vit64: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(fn: object, **kw: object) -> object:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("C++ compile error\ncc1plus: fatal error")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x = _pixels(3)
+    enc = load_backbone(weights=vit64, precision="float32")
+    eager = enc.embed(x)
+    with caplog.at_level(logging.WARNING):
+        assert enc.compile(batch=4) is None
+    assert "torch.compile failed, embedding without it: C++ compile error" in caplog.text
+    assert torch.equal(enc.embed(x), eager)
