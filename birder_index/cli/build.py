@@ -22,7 +22,11 @@ from birder_index.cli.app import model_options
 @model_options
 @device_options
 @click.option("--batch-size", type=int, help="Images per batch (default 16 on CPU, 256 on GPU).")
-@click.option("--workers", type=int, help="Decode processes (default from the device and cores).")
+@click.option(
+    "--workers",
+    type=int,
+    help="Decode processes beside the model (default: on a CPU, threads between its batches; on a GPU, the cores).",
+)
 @click.option(
     "--compile/--no-compile",
     "compile_model",

@@ -1,6 +1,6 @@
 """`build_index`: a photo folder to rows, vectors and a FAISS index, incrementally, resumably, crash-safely.
 
-The run: lock -> scan -> plan (diff with the database) -> apply row changes -> reader (decode workers) ->
+The run: lock -> scan -> plan (diff with the database) -> apply row changes -> reader (decoders) ->
 mapper (encoder) -> writer (store, then database) per batch -> FAISS refresh. Every batch is committed on its own,
 so an interrupted build resumes where it stopped.
 """
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BuildOptions:
     batch_size: int | None = None  # default: 32 on CPU, 256 on GPU
-    workers: int | None = None  # decode processes; default from the device and cores
+    workers: int | None = None  # decode processes beside the model; default: threads between batches on a CPU
     exact: bool = False  # birder's exact preprocessing and float32 (no DCT-domain JPEG downscaling, no bf16)
     retry_failed: bool = False
     wait: float = 0.0  # seconds to wait for another writer

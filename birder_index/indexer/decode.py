@@ -1,4 +1,4 @@
-"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels + colour signature, in worker processes.
+"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels + colour signature, in threads or processes.
 
 Each file is read once: the same bytes are hashed and decoded. A file that cannot be read or decoded becomes a
 failure with its reason and never stops the run. Batches are typed (`DecodedBatch`), not string-keyed dicts.
@@ -10,6 +10,8 @@ import hashlib
 import os
 import signal
 from collections.abc import Iterable
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +116,15 @@ def batches(dataset: PhotoDataset, batch_size: int, workers: int, pin_memory: bo
         persistent_workers=False,
     )
     return loader
+
+
+def batches_between(dataset: PhotoDataset, batch_size: int, threads: int) -> Iterator[DecodedBatch]:
+    """Batches decoded by `threads` threads of this process while the caller waits: decoding happens between the
+    caller's batches, not beside them (Pillow, hashlib and numpy release the GIL, so the threads share the cores).
+
+    On a CPU the model's matmuls use every core, and a decoder running beside them preempts one of the model's
+    threads, which stalls all of them at the next barrier; taking turns, each stage has every core to itself.
+    """
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        for start in range(0, len(dataset), batch_size):
+            yield collate(list(pool.map(dataset.__getitem__, range(start, min(start + batch_size, len(dataset))))))

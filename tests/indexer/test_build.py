@@ -136,17 +136,23 @@ def test_missing_folder_and_first_build_without_model(tmp_path: Path) -> None:
 
 
 def test_workers_and_batches_give_the_same_vectors(photos: Path, tiny_pt: Path, tmp_path: Path) -> None:
-    build_index(
-        photos, tmp_path / "a", ModelSpec(weights=tiny_pt, precision="float32"), BuildOptions(workers=0, batch_size=1)
-    )
-    build_index(
-        photos, tmp_path / "b", ModelSpec(weights=tiny_pt, precision="float32"), BuildOptions(workers=2, batch_size=3)
-    )
-    with open_index(tmp_path / "a") as a, open_index(tmp_path / "b") as b:
+    spec = ModelSpec(weights=tiny_pt, precision="float32")
+    readers = {
+        "a": BuildOptions(workers=0, batch_size=1),  # in this process
+        "b": BuildOptions(workers=2, batch_size=3),  # worker processes beside the model
+        "c": BuildOptions(batch_size=4),  # the CPU default: threads between the model's batches
+    }
+    reports = {name: build_index(photos, tmp_path / name, spec, options) for name, options in readers.items()}
+    assert {(r.indexed, r.failed) for r in reports.values()} == {(8, 1)}  # the truncated JPEG, whatever the reader
+    with open_index(tmp_path / "a") as a:
         ids_a, _ = a.id_rows()
-        ids_b, _ = b.id_rows()
-        assert np.array_equal(ids_a, ids_b)
-        assert np.allclose(a.vectors(ids_a), b.vectors(ids_b), atol=2e-3)
+        vectors_a = a.vectors(ids_a)
+    for name in "bc":
+        with open_index(tmp_path / name) as other:
+            ids, _ = other.id_rows()
+            assert np.array_equal(ids_a, ids)
+            assert np.allclose(vectors_a, other.vectors(ids), atol=2e-3)
+    assert [path for path, _ in reports["c"].failures] == ["broken.jpg"]
 
 
 def test_an_empty_folder_builds_an_empty_index(tmp_path: Path, tiny_pt: Path) -> None:
