@@ -56,7 +56,7 @@ class PathResult:
         return cores / (self.decode_cs + self.flops / (self.peak / cores))
 
 
-def peak_matmul(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+def peak_matmul(dtype: torch.dtype, n: int = 4096, repeats: int = 10) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     times = []
