@@ -101,9 +101,10 @@ class Encoder:
         """Compile the embedding with torch.compile now; later `embed` calls run it on whole batches of `batch`.
 
         Inductor with the weights frozen into the graph casts them to bf16 once, fuses GELU into the matmuls and
-        the casts into their neighbours: a ViT runs 1.2-1.3x faster on a CPU (benchmarks/embed.py). Compiling
-        takes 10-25 s (less from inductor's on-disk cache), so it pays only on long runs. Returns the seconds it
-        took, or None (one warning, eager model kept) where it fails: no C++ compiler, an op inductor lacks.
+        the casts into their neighbours: a ViT runs about 1.2x faster on a CPU (benchmarks/embed.py). Compiling
+        takes 8-13 s on 2 cores (less from inductor's on-disk cache), so it pays only on long runs. Returns the
+        seconds it took, or None (one warning, eager model kept) where it fails: no C++ compiler, an op inductor
+        lacks.
         """
         import torch._inductor.config as inductor_config
 

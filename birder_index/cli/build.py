@@ -31,7 +31,7 @@ from birder_index.cli.app import model_options
     "--compile/--no-compile",
     "compile_model",
     default=None,
-    help="torch.compile the model: 1.2-1.3x faster embedding after 10-25 s of compiling "
+    help="torch.compile the model: about 1.2x faster embedding after about 10 s of compiling "
     "(default: on a CPU for 2,000 photos or more).",
 )
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")

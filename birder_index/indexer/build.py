@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BuildOptions:
-    batch_size: int | None = None  # default: 32 on CPU, 256 on GPU
+    batch_size: int | None = None  # default: 16 on CPU, 256 on GPU
     workers: int | None = None  # decode processes beside the model; default: threads between batches on a CPU
     exact: bool = False  # birder's exact preprocessing and float32 (no DCT-domain JPEG downscaling, no bf16)
     retry_failed: bool = False
