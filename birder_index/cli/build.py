@@ -32,7 +32,7 @@ from birder_index.cli.app import model_options
     "compile_model",
     default=None,
     help="torch.compile the model: about 1.2x faster embedding after about 10 s of compiling "
-    "(default: a ViT on a CPU, from 2,000 photos).",
+    "(default: on a CPU for 2,000 photos or more).",
 )
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")

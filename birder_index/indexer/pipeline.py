@@ -41,15 +41,14 @@ def default_batch_size(device: torch.device) -> int:
 
 
 # torch.compile runs a ViT about 1.2x faster on a CPU but takes 8-13 s to compile on 2 cores (benchmarks/embed.py):
-# at 10 images/s it pays from about a thousand photos. Not by default for .pt2 exports (the shared EfficientNet:
-# 1.05x after 22 s) nor on a GPU (not measured there).
+# at 10 images/s it pays from about a thousand photos. On a GPU it is only used when asked for (not measured there).
 COMPILE_MIN_IMAGES = 2000
 
 
-def should_compile(choice: bool | None, device: torch.device, arch: str, n_images: int) -> bool:
+def should_compile(choice: bool | None, device: torch.device, n_images: int) -> bool:
     if choice is not None:
         return choice
-    return device.type == "cpu" and arch.startswith("vit") and n_images >= COMPILE_MIN_IMAGES
+    return device.type == "cpu" and n_images >= COMPILE_MIN_IMAGES
 
 
 def reader(dataset: PhotoDataset, device: torch.device, batch_size: int, workers: int | None) -> Iterable[DecodedBatch]:
@@ -76,7 +75,7 @@ def run_pipeline(
     report: BuildReport,
 ) -> None:
     batch_size = options.batch_size or default_batch_size(encoder.device)
-    if should_compile(options.compile, encoder.device, encoder.info.arch, len(todo)):
+    if should_compile(options.compile, encoder.device, len(todo)):
         report.compile_seconds = encoder.compile(batch_size) or 0.0
     dataset = PhotoDataset(root, todo, encoder.info.preprocess.size, fast=not options.exact)
     loader = reader(dataset, encoder.device, batch_size, options.workers)
