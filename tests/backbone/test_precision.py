@@ -90,3 +90,9 @@ def test_a_failed_compile_keeps_the_eager_model(
         assert enc.compile(batch=4) is None
     assert "torch.compile failed, embedding without it: C++ compile error" in caplog.text
     assert torch.equal(enc.embed(x), eager)
+
+
+def test_pt2_exports_run_float32_unless_bf16_is_asked_for(tiny_pt2: Path) -> None:
+    # bf16 moved the shared EfficientNet export to cosine 0.962 of float32: "auto" keeps exports in float32.
+    assert load_backbone(weights=tiny_pt2, precision="auto").dtype is None
+    assert load_backbone(weights=tiny_pt2, precision="bf16").dtype is torch.bfloat16
