@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -17,6 +19,11 @@ from birder_index.backbone.vit_config import merge_config
 # `config` entry, as a checkpoint trained with custom hyper-parameters carries it.
 TINY = {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}
 RGB_STATS = {"mean": [0.5191, 0.5306, 0.4877], "std": [0.2316, 0.2304, 0.2588]}
+# torch.compile (inductor) builds C++ on a CPU; without a compiler `Encoder.compile` falls back to eager.
+needs_cxx = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
+)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_PT2 = SHARED / "models" / "efficientnet_lite0_imagenet.pt2"
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from click.testing import Result
 
 from birder_index.cli import cli
+from tests.helpers import needs_cxx
 from tests.helpers import save_vit
 
 
@@ -144,6 +145,7 @@ def test_metadata_in_another_database(
     assert missing.exit_code == 1 and "name the index folder with --index-dir" in missing.output
 
 
+@needs_cxx
 def test_build_with_a_compiled_model(
     photos: Path, tiny_pt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from birder_index.backbone import load_backbone
 from birder_index.backbone.images import decode
+from tests.helpers import needs_cxx
 from tests.helpers import photo
 from tests.helpers import save_vit
 
@@ -61,6 +62,7 @@ def test_fast_jpeg_decode_embeds_within_tolerance_of_the_exact_decode(vit64: Pat
     assert _cos(enc.embed(torch.stack(fast)), enc.embed(torch.stack(exact))).min() >= 0.995
 
 
+@needs_cxx
 def test_compiled_model_gives_the_eager_embeddings_at_any_batch(vit64: Path) -> None:
     x = _pixels(7)
     enc = load_backbone(weights=vit64, precision="float32")
