@@ -170,3 +170,19 @@ def test_compile_is_chosen_for_long_cpu_runs_unless_told() -> None:
     assert should_compile(None, cpu, COMPILE_MIN_IMAGES) and not should_compile(None, cpu, COMPILE_MIN_IMAGES - 1)
     assert not should_compile(None, gpu, 10**6)
     assert should_compile(True, cpu, 1) and should_compile(True, gpu, 1) and not should_compile(False, cpu, 10**6)
+
+
+def test_progress_says_when_the_model_compiles(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from birder_index.cli.build import _ProgressBar
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with _ProgressBar() as bar:
+        bar("compile", 0)
+        bar("total", 2)
+        bar("done", 2)
+        assert bar.bar.n == 2
+    assert "compiling the model for this run" in capsys.readouterr().err

@@ -111,9 +111,12 @@ class _ProgressBar:
     def __call__(self, event: str, value: int) -> None:
         from tqdm import tqdm
 
-        if event == "total":
+        if event == "compile":
+            if sys.stderr.isatty():
+                click.echo("compiling the model for this run (about 10 s; --no-compile skips it)", err=True)
+        elif event == "total":
             self.bar = tqdm(total=value, unit="img", desc="embedding", disable=not sys.stderr.isatty())
-        elif self.bar is not None:
+        elif event == "done" and self.bar is not None:
             self.bar.update(value)
 
     def __exit__(self, *exc: object) -> None:

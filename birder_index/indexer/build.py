@@ -92,7 +92,8 @@ class BuildReport:
         return self.indexed / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
 
-# progress(event, value): ("total", n) once, then ("done", n) per batch
+# progress(event, value): ("compile", 0) before compiling the model, if it does; ("total", n) once, then
+# ("done", n) per batch
 Progress = Callable[[str, int], None]
 
 

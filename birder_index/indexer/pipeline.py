@@ -76,6 +76,8 @@ def run_pipeline(
 ) -> None:
     batch_size = options.batch_size or default_batch_size(encoder.device)
     if should_compile(options.compile, encoder.device, len(todo)):
+        if progress:
+            progress("compile", 0)
         report.compile_seconds = encoder.compile(batch_size) or 0.0
     dataset = PhotoDataset(root, todo, encoder.info.preprocess.size, fast=not options.exact)
     loader = reader(dataset, encoder.device, batch_size, options.workers)
