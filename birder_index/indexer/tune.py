@@ -31,13 +31,20 @@ class Tuning:
 
 
 def exact_knn(xq: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
-    """Ids (nq, k) of the exact top-k inner products, streaming (ids, xb) blocks: memory is one block."""
+    """Ids (nq, k) of the exact top-k inner products, streaming (ids, xb) blocks.
+
+    FAISS keeps each block's top k in heaps, so memory is the block plus (nq, 2k) arrays. A numpy (nq, block)
+    score matrix, with its copies and argpartition, held about 24 bytes per query and stored vector at once:
+    1.5 GB for 1,000 queries and a 65,536-row block, and the peak of a whole 10,000-photo build."""
+    import faiss
+
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
     best_d = np.full((len(xq), k), -np.inf, np.float32)
     best_i = np.full((len(xq), k), -1, np.int64)
     for ids, xb in blocks:
-        scores = xq @ xb.T
-        d = np.concatenate([best_d, scores], axis=1)
-        i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
+        d, pos = faiss.knn(xq, np.ascontiguousarray(xb, dtype=np.float32), min(k, len(xb)), faiss.METRIC_INNER_PRODUCT)
+        d = np.concatenate([best_d, d], axis=1)
+        i = np.concatenate([best_i, np.asarray(ids)[pos]], axis=1)
         top = np.argpartition(-d, k - 1, axis=1)[:, :k]
         best_d, best_i = np.take_along_axis(d, top, 1), np.take_along_axis(i, top, 1)
     order = np.argsort(-best_d, axis=1)

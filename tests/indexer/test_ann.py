@@ -139,3 +139,13 @@ def test_reindex_and_shrinking_back_to_exact(tmp_path: Path, small_flat_max: Non
             q.delete_images(s, ids)
             q.bump_generation(s)
         assert refresh_ann(index).factory == "Flat"  # 500 vectors: exact again
+
+
+def test_exact_knn_streams_blocks_to_the_brute_force_answer() -> None:
+    rng = np.random.default_rng(3)
+    xq, xb = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=(700, 16)).astype(np.float32)
+    ids = np.arange(700, dtype=np.int64) * 7 + 5  # ids are not positions
+    blocks = [(ids[s : s + 256], xb[s : s + 256]) for s in range(0, 700, 256)]  # the last block is short
+    expected = ids[np.argsort(-(xq @ xb.T), axis=1)[:, :10]]
+    assert np.array_equal(exact_knn(xq, blocks, 10), expected)
+    assert np.array_equal(exact_knn(xq, [(ids[:3], xb[:3])], 10)[:, 3:], np.full((50, 7), -1))  # fewer than k
