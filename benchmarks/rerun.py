@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,8 +41,12 @@ def main() -> None:
     for path in sorted(photos.rglob("*.jpg"))[: args.files // 10]:
         (small / path.parent.name).mkdir(parents=True, exist_ok=True)
         os.link(path, small / path.parent.name / path.name)
-    peak, out = _first_build(small, weights)
-    print(f"first build: {out} (peak memory {peak:.0f} MB)")
+    # Both without compiling, so that they differ only in N; then N as a default build runs it (compiled).
+    peak, out = _first_build(small, weights, "--no-compile")
+    print(f"first build, --no-compile: {out} (peak memory {peak:.0f} MB)")
+    peak, out = _first_build(photos, weights, "--no-compile")
+    print(f"first build, --no-compile: {out} (peak memory {peak:.0f} MB)")
+    shutil.rmtree(photos / ".birder-index")
     t0 = time.perf_counter()
     peak, out = _first_build(photos, weights)
     print(f"first build: {out} (wall {time.perf_counter() - t0:.1f}s, peak memory {peak:.0f} MB)")
@@ -62,12 +67,13 @@ def main() -> None:
     print(f"of which Python start-up and imports: {time.perf_counter() - t0:.2f}s (rc {start.returncode})")
 
 
-def _first_build(folder: Path, weights: Path) -> tuple[float, str]:
+def _first_build(folder: Path, weights: Path, *options: str) -> tuple[float, str]:
     """(peak resident MB, summary line) of a first build in a fresh process. A helper process runs it, so that
     the peak of one build is not mixed with another's (RUSAGE_CHILDREN keeps the maximum over all children)."""
     code = (
         "import resource, subprocess, sys; r = subprocess.run([sys.executable, '-m', 'birder_index', 'build', "
-        f"{str(folder)!r}, '--weights', {str(weights)!r}], check=True, capture_output=True, text=True); "
+        f"{str(folder)!r}, '--weights', {str(weights)!r}, *{list(options)!r}], check=True, capture_output=True, "
+        "text=True); "
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); print(r.stdout.strip())"
     )
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
