@@ -102,7 +102,7 @@ class Encoder:
 
         Inductor with the weights frozen into the graph casts them to bf16 once, fuses GELU into the matmuls and
         the casts into their neighbours: a ViT runs about 1.2x faster on a CPU (benchmarks/embed.py). Compiling
-        takes 8-13 s on 2 cores (less from inductor's on-disk cache), so it pays only on long runs. Returns the
+        takes 5-22 s on 2 cores (less from inductor's on-disk cache), so it pays only on long runs. Returns the
         seconds it took, or None (one warning, eager model kept) where it fails: no C++ compiler, an op inductor
         lacks.
         """

@@ -40,8 +40,9 @@ def default_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 16
 
 
-# torch.compile runs a ViT about 1.2x faster on a CPU but takes 8-13 s to compile on 2 cores (benchmarks/embed.py):
-# at 10 images/s it pays from about a thousand photos. On a GPU it is only used when asked for (not measured there).
+# torch.compile runs a ViT about 1.2x faster on a CPU but takes 5-22 s to compile on 2 cores (benchmarks/embed.py):
+# at 10 images/s, saving ~0.017 s a photo, it pays from one to two thousand photos. On a GPU it is only used when
+# asked for (not measured there).
 COMPILE_MIN_IMAGES = 2000
 
 
