@@ -64,9 +64,10 @@ class BatchWriter:
                 self.counts.reused += 1
             else:
                 out[i] = first_in_batch[sha] = next(fresh)
-        rows = self.store.append(out) if len(out) else np.zeros(0, np.int64)
+        rows = np.zeros(0, np.int64)
         if len(out):
-            self.colours.append(batch.colours)
+            rows = self.store.append(out)
+            self.colours.append(batch.colours)  # one signature per store row, so both stores keep row numbers
         indexed = [
             {
                 "id": it.id,

@@ -124,6 +124,15 @@ def same_colours(
     return keep
 
 
+def _near_same_colour(
+    index: Index, threshold: float, colour_min: float, against: Index | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The near pairs (a ids, b ids, similarities) that also pass the colour check."""
+    a, b, scores = near_pairs(index, threshold, against=against)
+    ok = same_colours(index, a, b, colour_min, against)
+    return a[ok], b[ok], scores[ok]
+
+
 # -- keepers -------------------------------------------------------------------------------------------------------
 
 
@@ -220,9 +229,7 @@ def find_duplicates(
         return _find_across(index, against, threshold, keep, colour_min)
     with session_scope(index.engine) as s:
         attrs = q.indexed_attributes(s)
-    a, b, scores = near_pairs(index, threshold)
-    ok = same_colours(index, a, b, colour_min)
-    a, b, scores = a[ok], b[ok], scores[ok]
+    a, b, scores = _near_same_colour(index, threshold, colour_min)
     stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
@@ -251,9 +258,7 @@ def _find_across(index: Index, against: Index, threshold: float, keep: str, colo
     mine, theirs = index.model_row(), against.model_row()
     if mine.sha256 != theirs.sha256 or mine.embedding_dim != theirs.embedding_dim:
         raise IndexMismatch(f"--against: the indexes were built with different models ({mine.name}, {theirs.name})")
-    a, b, s = near_pairs(index, threshold, against=against)
-    ok = same_colours(index, a, b, colour_min, against)
-    a, b, s = a[ok], b[ok], s[ok]
+    a, b, s = _near_same_colour(index, threshold, colour_min, against)
     with session_scope(index.engine) as se, session_scope(against.engine) as so:
         mine_sha, their_sha = q.indexed_attributes(se), q.indexed_attributes(so)
     by_sha = {sha: i for sha, i in zip(their_sha["sha256"].tolist(), their_sha["id"].tolist(), strict=True) if sha}
