@@ -176,14 +176,19 @@ def quality(args: argparse.Namespace) -> None:
         runs = [("calibrated", cal.threshold, COLOUR_MIN)] + [(f"fixed {t}", t, COLOUR_MIN) for t in FIXED]
         runs += [(f"nocol {t}", t, 0.0) for t in FIXED[:2]]  # the model alone, without the colour check
         for label, t, colour_min in runs:
-            result = find_duplicates(index, t, colour_min=colour_min)
-            groups = [(Path(g.keeper.path).name, [(Path(m.path).name, m.kind) for m in g.duplicates])
-                      for g in result.groups]  # fmt: skip
-            m = evaluate(groups, truth)
+            m = evaluate_at(index, truth, t, colour_min)
             cells = [t, m["precision"], m["recall"], m["f1"], m["purity"], m["exact_precision"], m["exact_recall"]]
             cells += [m[f"recall_{k}"] for k in KINDS] + [m["recall_crop80"]]
             print(f"{label:>10} " + "  ".join(f"{c:9.4f}" for c in cells))
         print(sweep(index, truth))
+
+
+def evaluate_at(index: Index, truth: dict[str, tuple[str, str]], t: float, colour_min: float) -> dict[str, float]:
+    """Dedup at threshold t and score its groups against the ground truth."""
+    result = find_duplicates(index, t, colour_min=colour_min)
+    groups = [(Path(g.keeper.path).name, [(Path(m.path).name, m.kind) for m in g.duplicates])
+              for g in result.groups]  # fmt: skip
+    return evaluate(groups, truth)
 
 
 def sweep(index: Index, truth: dict[str, tuple[str, str]], precision: float = 0.99) -> str:
@@ -192,10 +197,7 @@ def sweep(index: Index, truth: dict[str, tuple[str, str]], precision: float = 0.
     lines = ["threshold sweep (colour check on): pairwise precision, then the recall of the target kinds"]
     meeting = []
     for t in np.round(np.arange(0.75, 0.951, 0.01), 2):
-        result = find_duplicates(index, float(t), colour_min=COLOUR_MIN)
-        groups = [(Path(g.keeper.path).name, [(Path(m.path).name, m.kind) for m in g.duplicates])
-                  for g in result.groups]  # fmt: skip
-        m = evaluate(groups, truth)
+        m = evaluate_at(index, truth, float(t), COLOUR_MIN)
         targets = {k: m[f"recall_{k}"] for k in TARGET_KINDS}
         cells = "  ".join(f"{k} {v:.4f}" for k, v in targets.items())
         lines.append(f"  {t:.2f}  P {m['precision']:.4f}  {cells}")
