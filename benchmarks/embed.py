@@ -120,7 +120,7 @@ def end_to_end(
     return report.images_per_second, report.compile_seconds
 
 
-def tolerances(encoder32: Encoder, files: list[Path]) -> dict[str, float]:
+def tolerances(encoder32: Encoder, files: list[Path], compiled: Encoder) -> dict[str, float]:
     size = encoder32.info.preprocess.size
     exact = torch.stack([torch.from_numpy(decode(f, size).pixels) for f in files])
     fast = torch.stack([torch.from_numpy(decode(f, size, fast=True).pixels) for f in files])
@@ -132,6 +132,9 @@ def tolerances(encoder32: Encoder, files: list[Path]) -> dict[str, float]:
         b = encoder32.embed(exact)
         encoder32.dtype = None
         out["bf16_cos_min"] = float(torch.nn.functional.cosine_similarity(e, b).min())
+    if compiled.dtype is torch.bfloat16:  # as long builds run: compiled, explicit attention where kept
+        c = compiled.embed(exact)
+        out["bf16_compiled_cos_min"] = float(torch.nn.functional.cosine_similarity(e, c).min())
     return out
 
 
@@ -179,6 +182,7 @@ def run(args: argparse.Namespace, files: list[Path], corpus: Path) -> None:
     batch = args.batch_size or default_batch_size(fast_enc.device)
     compiled_enc = load_backbone(weights=args.weights, precision="auto", sha256=fast_enc.info.sha256)
     compile_s = compiled_enc.compile(batch)
+    tol = tolerances(exact_enc, files, compiled_enc)  # first, so that its precision check runs on the photos
     e2e_compiled, e2e_compile_s = end_to_end(corpus, args.weights, False, args.workers, args.batch_size, True)
     results = [
         PathResult("birder-index build (compiled: 2,000+ photos)", fast_cs,
@@ -204,8 +208,11 @@ def run(args: argparse.Namespace, files: list[Path], corpus: Path) -> None:
           f"compiled vs reference {compiled.end_to_end / reference.end_to_end:.2f}x, "
           f"eager vs reference {eager.end_to_end / reference.end_to_end:.2f}x")  # fmt: skip
     print(f"colour signature (included in decode): {signature_seconds(files, size) * 1000:.2f} ms per image")
-    tol = tolerances(exact_enc, files)
     print("tolerances: " + ", ".join(f"{k} {v:.5f}" for k, v in tol.items()))
+    print(
+        f"compiled: explicit attention {compiled_enc.explicit_attention}, {compiled_enc.dtype}; its precision "
+        f"check on the first batch: cosine {compiled_enc.checked_cosine or float('nan'):.5f} to float32"
+    )
     if args.birder_python:
         network = args.network or args.weights.stem.rsplit("_", 1)[0]
         for amp in [False, True] if fast_bf16(fast_enc.device) else [False]:

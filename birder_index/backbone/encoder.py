@@ -16,6 +16,13 @@ from birder_index.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
+# bf16 must keep embeddings within cosine 0.999 of float32 (issue 3's tolerance), and real weights can miss it (the
+# shared EfficientNet: 0.962), so each encoder checks its first batch against float32 and steps down. The bar is
+# higher than the tolerance because other photos can fall lower: a random ViT with sharpened attention kept 0.99986
+# on 4 photos and 0.99879 on 16.
+BF16_MIN_COSINE = 0.9995
+CHECK_IMAGES = 32
+
 
 class Encoder:
     """A loaded backbone on a device. Inputs are uint8 (B, 3, H, W) at `info.preprocess.size`."""
@@ -30,6 +37,7 @@ class Encoder:
         static_batch: int | None = None,
         channels_last: bool = False,
         micro_batch: int | None = None,
+        set_explicit_attention: Callable[[bool], None] | None = None,
     ) -> None:
         self.info = info
         self.device = device
@@ -42,6 +50,14 @@ class Encoder:
         self._channels_last = channels_last
         self._micro_batch = static_batch or micro_batch
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        # A ViT's switch between SDPA and explicit attention (vit.explicit_attention): on only when compiled on a
+        # CPU in bf16, where it is faster, and only until the precision check finds it out of tolerance.
+        self._set_explicit_attention = set_explicit_attention
+        self._explicit_allowed = set_explicit_attention is not None
+        self.explicit_attention = False
+        self.checked_cosine: float | None = None  # the first photos' lowest cosine to float32, once checked
+        self.check_seconds = 0.0  # what the check cost: a float32 batch, and embedding again after a step down
+        self._checked = self.dtype is None
         pre = info.preprocess
         self._mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
@@ -88,6 +104,61 @@ class Encoder:
         """uint8 (B, 3, H, W) -> float32 (B, D) on the CPU: birder's raw embedding, not L2-normalised."""
         if pixels.shape[0] == 0:
             return torch.empty(0, self.embedding_dim)
+        out = self._embed(pixels)
+        return out if self._checked else self._check_precision(pixels, out)
+
+    def _check_precision(self, pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Compare the first photos' embeddings with float32 ones; while out of tolerance, step down (explicit
+        attention, then bf16) and embed the batch again, so that every stored vector comes from one setting."""
+        self._checked = True
+        t0 = time.perf_counter()
+        n = min(CHECK_IMAGES, pixels.shape[0])
+        reference = self._float32_reference(pixels[:n])
+        while True:
+            self.checked_cosine = float(torch.nn.functional.cosine_similarity(out[:n], reference).min())
+            step = self._step_down() if self.checked_cosine < BF16_MIN_COSINE else None
+            if step is None:
+                self.check_seconds = time.perf_counter() - t0
+                return out
+            logger.warning(
+                "%s moved %s's embeddings to cosine %.4f of float32 on its first photos: %s",
+                step[0], self.info.name, self.checked_cosine, step[1],
+            )  # fmt: skip
+            out = self._embed(pixels)
+
+    def _step_down(self) -> tuple[str, str] | None:
+        """Drop the least exact setting still on: explicit attention, then bf16. None when nothing is left."""
+        if self.explicit_attention:
+            self._explicit_allowed = False
+            step = ("explicit attention in bf16", "back to SDPA attention")
+        elif self.dtype is not None:
+            self.dtype = None
+            step = ("bf16 autocast", "running float32")
+        else:
+            return None
+        if self._compiled is not None:  # the graph holds the old setting: compile again
+            self.compile(self._micro_batch or 1)
+        else:
+            self._use_explicit_attention(False)
+        return step
+
+    def _float32_reference(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The embeddings of `--exact`'s model: eager, float32, SDPA."""
+        dtype, explicit = self.dtype, self.explicit_attention
+        self.dtype = None
+        self._use_explicit_attention(False)
+        try:
+            return self._run(self._embed_fn, pixels)
+        finally:
+            self.dtype = dtype
+            self._use_explicit_attention(explicit)
+
+    def _use_explicit_attention(self, on: bool) -> None:
+        if self._set_explicit_attention is not None:
+            self._set_explicit_attention(on)
+            self.explicit_attention = on
+
+    def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         if self._compiled is None or self._micro_batch is None:
             return self._run(self._embed_fn, pixels)
         # Whole batches run compiled; a remainder runs eager, which costs less than padding it to a whole batch.
@@ -101,7 +172,8 @@ class Encoder:
         """Compile the embedding with torch.compile now; later `embed` calls run it on whole batches of `batch`.
 
         Inductor with the weights frozen into the graph casts them to bf16 once, fuses GELU into the matmuls and
-        the casts into their neighbours: a ViT runs about 1.2x faster on a CPU (benchmarks/embed.py). Compiling
+        the casts into their neighbours: a ViT runs about 1.2x faster on a CPU (benchmarks/embed.py), and a ViT
+        compiled on a CPU in bf16 takes explicit attention (vit.explicit_attention), faster again. Compiling
         takes 5-22 s on 2 cores (less from inductor's on-disk cache), so it pays only on long runs. Returns the
         seconds it took, or None (one warning, eager model kept) where it fails: no C++ compiler, an op inductor
         lacks.
@@ -111,6 +183,9 @@ class Encoder:
         fixed = self._micro_batch or batch
         h, w = self.info.preprocess.size
         t0 = time.perf_counter()
+        self._use_explicit_attention(
+            self._explicit_allowed and self.device.type == "cpu" and self.dtype == torch.bfloat16
+        )
         compiled = torch.compile(self._embed_fn, dynamic=False)
         try:
             # Freezing is read when the graph compiles, that is on the first call: this warm-up.
@@ -119,6 +194,8 @@ class Encoder:
         except Exception as e:  # compile failures come in many types: toolchain, codegen, an unsupported op
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
             logger.warning("torch.compile failed, embedding without it: %s", first_line[:200])
+            self._use_explicit_attention(False)  # eager, explicit attention is no faster
+            self._compiled = None
             return None
         self._compiled = compiled
         self._micro_batch = fixed  # one shape only: another batch size would compile again

@@ -144,7 +144,9 @@ def _vit_encoder(
     net.to(device)
     info = ModelInfo(name, arch, sha256, cfg.hidden_dim, _preprocess(ckpt, net.size), _classes(ckpt))
     classify = net.classify if net.classifier is not None else None
-    return Encoder(info, net.embedding, device, precision, classify_fn=classify)
+    return Encoder(
+        info, net.embedding, device, precision, classify_fn=classify, set_explicit_attention=net.set_explicit_attention
+    )
 
 
 def _pt2_encoder(

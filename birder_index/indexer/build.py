@@ -83,7 +83,7 @@ class BuildReport:
     pending: int = 0  # left to do when interrupted
     interrupted: bool = False
     seconds: float = 0.0
-    embed_seconds: float = 0.0  # from the first batch on (compiling the model is not included)
+    embed_seconds: float = 0.0  # from the first batch on (compiling and checking the model not included)
     compile_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
 

@@ -11,8 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from birder_index.backbone import encoder as encoder_module
 from birder_index.backbone import load_backbone
+from birder_index.backbone import vit as vit_module
+from birder_index.backbone.encoder import BF16_MIN_COSINE
 from birder_index.backbone.images import decode
+from birder_index.backbone.vit import explicit_attention
 from tests.helpers import needs_cxx
 from tests.helpers import photo
 from tests.helpers import save_vit
@@ -98,3 +102,64 @@ def test_pt2_exports_run_float32_unless_bf16_is_asked_for(tiny_pt2: Path) -> Non
     # bf16 moved the shared EfficientNet export to cosine 0.962 of float32: "auto" keeps exports in float32.
     assert load_backbone(weights=tiny_pt2, precision="auto").dtype is None
     assert load_backbone(weights=tiny_pt2, precision="bf16").dtype is torch.bfloat16
+
+
+def test_explicit_attention_is_sdpa_in_float32(vit64: Path) -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 21, 64) for _ in range(3))
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(explicit_attention(q, k, v), sdpa, atol=1e-5)
+    x = _pixels(3)
+    enc = load_backbone(weights=vit64, precision="float32")
+    fused = enc.embed(x)
+    enc._embed_fn.__self__.set_explicit_attention(True)
+    got = enc.embed(x)
+    assert not torch.equal(got, fused) and torch.allclose(got, fused, atol=1e-4)
+
+
+@needs_cxx
+def test_a_vit_compiled_in_bf16_takes_explicit_attention_within_tolerance(vit64: Path) -> None:
+    x = _pixels(6)
+    exact = load_backbone(weights=vit64, precision="float32").embed(x)
+    enc = load_backbone(weights=vit64, precision="bf16")
+    assert enc.compile(batch=4) is not None
+    assert enc.explicit_attention  # a CPU, bf16, compiled: the faster attention
+    got = enc.embed(x)
+    assert enc.checked_cosine is not None and enc.checked_cosine >= BF16_MIN_COSINE
+    assert enc.explicit_attention and enc.dtype is torch.bfloat16  # the check kept both
+    assert _cos(got, exact).min() >= 0.999
+
+
+def test_bf16_out_of_tolerance_steps_down_to_float32(
+    vit64: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(encoder_module, "BF16_MIN_COSINE", 1.01)  # no embedding can pass: every step is taken
+    x = _pixels(5)
+    exact = load_backbone(weights=vit64, precision="float32").embed(x)
+    enc = load_backbone(weights=vit64, precision="bf16")
+    with caplog.at_level(logging.WARNING):
+        got = enc.embed(x)
+    assert "bf16 autocast moved" in caplog.text and "running float32" in caplog.text
+    assert enc.dtype is None and torch.allclose(got, exact, atol=1e-5)  # the whole batch embedded again
+    caplog.clear()
+    assert torch.allclose(enc.embed(x[:2]), exact[:2], atol=1e-5) and not caplog.text  # checked once
+
+
+@needs_cxx
+def test_explicit_attention_out_of_tolerance_falls_back_to_sdpa_and_recompiles(
+    vit64: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def blurred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return v.mean(dim=-2, keepdim=True).expand_as(v)  # attention spread evenly: far off
+
+    monkeypatch.setattr(vit_module, "explicit_attention", blurred)
+    x = _pixels(6)
+    exact = load_backbone(weights=vit64, precision="float32").embed(x)
+    enc = load_backbone(weights=vit64, precision="bf16")
+    enc.compile(batch=4)
+    with caplog.at_level(logging.WARNING):
+        got = enc.embed(x)
+    assert "explicit attention in bf16 moved" in caplog.text and "back to SDPA attention" in caplog.text
+    assert "running float32" not in caplog.text
+    assert not enc.explicit_attention and enc.dtype is torch.bfloat16
+    assert _cos(got, exact).min() >= 0.999  # the graph was compiled again, with SDPA
