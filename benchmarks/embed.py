@@ -8,8 +8,9 @@ decode+resize core-seconds per image (read, sha256, decode, resize: what a decod
 images/s alone; its FLOPs per image; the measured peak matmul rate in the dtype used; the corpus limit
 cores / (decode core-seconds + FLOPs / peak per core); the end-to-end images/s of `build_index` (model loading
 excluded) and the fraction of the limit reached. Also the tolerances: cosine of the fast decode path to the exact
-one on every photo, and of bf16 to float32 embeddings where bf16 runs natively. With --birder-python, birder's own
-inference path on the same files (benchmarks/birder_path.py) runs in the same session.
+one on every photo, and of bf16 to float32 embeddings where bf16 runs natively (eager, and compiled as long
+builds run it); the compiled model alone with explicit attention and with SDPA, alternated. With --birder-python,
+birder's own inference path on the same files (benchmarks/birder_path.py) runs in the same session.
 """
 
 from __future__ import annotations
@@ -107,6 +108,23 @@ def model_images_per_second(encoder: Encoder, batch: int = 32, repeats: int = 3)
     for _ in range(repeats):
         encoder.embed(x)
     return batch * repeats / (time.perf_counter() - t0)
+
+
+def attention_speeds(weights: Path, sha256: str, batch: int, rounds: int = 5) -> tuple[float, float] | None:
+    """The compiled model's images/s with explicit attention and with SDPA, alternated: medians of `rounds`.
+    None where explicit attention is not taken (no native bf16)."""
+    encoders = []
+    for explicit in (True, False):
+        enc = load_backbone(weights=weights, precision="auto", sha256=sha256)
+        enc.explicit_attention_allowed = explicit
+        if enc.compile(batch) is None or enc.explicit_attention != explicit:
+            return None
+        encoders.append(enc)
+    speeds: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for enc, out in zip(encoders, speeds, strict=True):
+            out.append(model_images_per_second(enc, batch, repeats=2))
+    return float(np.median(speeds[0])), float(np.median(speeds[1]))
 
 
 def end_to_end(
@@ -207,6 +225,10 @@ def run(args: argparse.Namespace, files: list[Path], corpus: Path) -> None:
     print(f"end to end: compiled vs eager {compiled.end_to_end / eager.end_to_end:.2f}x, "
           f"compiled vs reference {compiled.end_to_end / reference.end_to_end:.2f}x, "
           f"eager vs reference {eager.end_to_end / reference.end_to_end:.2f}x")  # fmt: skip
+    speeds = attention_speeds(args.weights, fast_enc.info.sha256, batch)
+    if speeds:
+        print(f"compiled model alone, alternated: explicit attention {speeds[0]:.2f} images/s, SDPA {speeds[1]:.2f} "
+              f"({speeds[0] / speeds[1]:.2f}x)")  # fmt: skip
     print(f"colour signature (included in decode): {signature_seconds(files, size) * 1000:.2f} ms per image")
     print("tolerances: " + ", ".join(f"{k} {v:.5f}" for k, v in tol.items()))
     print(

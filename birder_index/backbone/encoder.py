@@ -51,9 +51,9 @@ class Encoder:
         self._micro_batch = static_batch or micro_batch
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         # A ViT's switch between SDPA and explicit attention (vit.explicit_attention): on only when compiled on a
-        # CPU in bf16, where it is faster, and only until the precision check finds it out of tolerance.
+        # CPU in bf16, where it is faster, and only while allowed (the precision check can refuse it).
         self._set_explicit_attention = set_explicit_attention
-        self._explicit_allowed = set_explicit_attention is not None
+        self.explicit_attention_allowed = set_explicit_attention is not None  # set before compile() to choose
         self.explicit_attention = False
         self.checked_cosine: float | None = None  # the first photos' lowest cosine to float32, once checked
         self.check_seconds = 0.0  # what the check cost: a float32 batch, and embedding again after a step down
@@ -129,7 +129,7 @@ class Encoder:
     def _step_down(self) -> tuple[str, str] | None:
         """Drop the least exact setting still on: explicit attention, then bf16. None when nothing is left."""
         if self.explicit_attention:
-            self._explicit_allowed = False
+            self.explicit_attention_allowed = False
             step = ("explicit attention in bf16", "back to SDPA attention")
         elif self.dtype is not None:
             self.dtype = None
@@ -184,7 +184,7 @@ class Encoder:
         h, w = self.info.preprocess.size
         t0 = time.perf_counter()
         self._use_explicit_attention(
-            self._explicit_allowed and self.device.type == "cpu" and self.dtype == torch.bfloat16
+            self.explicit_attention_allowed and self.device.type == "cpu" and self.dtype == torch.bfloat16
         )
         compiled = torch.compile(self._embed_fn, dynamic=False)
         try:
