@@ -40,6 +40,14 @@ def test_build_search_info(built: Path, photos: Path, tiny_pt: Path) -> None:
     assert info["failed_files"][0]["path"] == "broken.jpg"
     text = run("info", "--index-dir", built).output
     assert "images:  9 (8 indexed, 0 pending, 1 failed)" in text and "faiss:   Flat, 8 vectors" in text
+    # How the last build embedded: bf16 only where this CPU runs it natively, and then checked against float32.
+    e = info["last_embedding"]
+    assert (e["device"], e["attention"], e["compiled"], e["decode"]) == ("cpu", "sdpa", False, "fast")
+    if e["dtype"] == "bfloat16":
+        assert e["checked_cosine"] >= 0.9995
+    else:
+        assert e["dtype"] == "float32" and e["checked_cosine"] is None
+    assert f"embed:   cpu, {e['dtype']}" in text and "SDPA attention, eager, fast decode (last build)" in text
 
 
 def test_index_is_found_from_a_subfolder(built: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,6 +163,8 @@ def test_build_with_a_compiled_model(
     result = run("search", photos / "photo04.jpg", "-k", "1", "--json", "--index-dir", photos / ".birder-index")
     hit = json.loads(result.output)["results"][0]
     assert hit["path"].endswith("photo04.jpg") and hit["score"] >= 0.9999
+    info = json.loads(run("info", "--json", "--index-dir", photos / ".birder-index").output)
+    assert info["last_embedding"]["compiled"] is True
     monkeypatch.setattr("birder_index.indexer.pipeline.COMPILE_MIN_IMAGES", 1)  # auto would compile now
     out = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--index-dir", tmp_path / "b", "--no-compile")
     assert out.output.startswith("8 indexed") and "compiled" not in out.output

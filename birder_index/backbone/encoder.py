@@ -158,6 +158,20 @@ class Encoder:
             self._set_explicit_attention(on)
             self.explicit_attention = on
 
+    def setting(self) -> dict[str, object]:
+        """How this encoder embeds now, for the record (`info` shows the last build's)."""
+        return {
+            "device": str(self.device),
+            "dtype": "bfloat16" if self.dtype == torch.bfloat16 else "float32",
+            "attention": None
+            if self._set_explicit_attention is None
+            else "explicit"
+            if self.explicit_attention
+            else "sdpa",
+            "compiled": self._compiled is not None,
+            "checked_cosine": self.checked_cosine,
+        }
+
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         if self._compiled is None or self._micro_batch is None:
             return self._run(self._embed_fn, pixels)

@@ -50,6 +50,8 @@ def _info_text(d: dict[str, Any]) -> str:
             lines.append(
                 f"model:   {m['name']} ({m['arch']}, {m['embedding_dim']}-d, {size} px, sha256 {m['sha256'][:12]})"
             )
+    if d.get("last_embedding"):
+        lines.append(f"embed:   {_setting_text(d['last_embedding'])} (last build)")
     if d["index"]:
         ix = d["index"]
         params = ", ".join(f"{k}={v}" for k, v in ix["params"].items())
@@ -63,6 +65,16 @@ def _info_text(d: dict[str, Any]) -> str:
     for f in d.get("failed_files", []):
         lines.append(f"failed:  {f['path']}: {f['error']}")
     return "\n".join(lines)
+
+
+def _setting_text(e: dict[str, Any]) -> str:
+    parts = [e["device"], e["dtype"]]
+    if e["checked_cosine"] is not None:
+        parts[-1] += f" (cosine {e['checked_cosine']:.6f} to float32 on its first photos)"
+    if e["attention"]:
+        parts.append(f"{e['attention']} attention" if e["attention"] == "explicit" else "SDPA attention")
+    parts += ["compiled" if e["compiled"] else "eager", f"{e['decode']} decode"]
+    return ", ".join(parts)
 
 
 # -- verify, reindex -------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.indexer.index import Index
 
+LAST_EMBEDDING_KEY = "last_embedding"  # written by the build's pipeline
+
 
 def describe(index: Index) -> dict[str, Any]:
     with session_scope(index.engine) as s:
@@ -19,6 +21,7 @@ def describe(index: Index) -> dict[str, Any]:
         store_file = q.get_meta(s, "store_file")
         store_dtype = q.get_meta(s, "store_dtype")
         store_rows = q.get_int(s, "store_rows")
+        embedding = q.get_json(s, LAST_EMBEDDING_KEY)
     info: dict[str, Any] = {
         "index_dir": str(index.dir),
         "root": str(index.root) if index.root else None,
@@ -30,6 +33,7 @@ def describe(index: Index) -> dict[str, Any]:
         "model": None,
         "index": None,
         "store": {"file": store_file, "dtype": store_dtype, "rows": store_rows},
+        "last_embedding": embedding,  # the last build's device, precision, attention, compile, decode
         "disk_bytes": _disk_usage(index.dir),
     }
     if model is not None:

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 
 from birder_index.backbone.hardware import usable_cores
+from birder_index.db import queries as q
+from birder_index.db.engine import session_scope
 from birder_index.indexer.decode import DecodedBatch
 from birder_index.indexer.decode import PhotoDataset
 from birder_index.indexer.decode import batches
 from birder_index.indexer.decode import batches_between
 from birder_index.indexer.index import Index
+from birder_index.indexer.info import LAST_EMBEDDING_KEY
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.write import BatchWriter
 
@@ -107,6 +110,15 @@ def run_pipeline(
     # The precision check is a one-off start-up cost, like compiling: not in the images/s.
     report.embed_seconds = time.perf_counter() - t0 - (encoder.check_seconds - checked_before)
     report.indexed = writer.counts.indexed
+    if writer.counts.indexed:
+        _record_setting(index, encoder, options)
     report.reused = writer.counts.reused
     report.failed += writer.counts.failed
     report.pending = len(todo) - done
+
+
+def _record_setting(index: Index, encoder: Encoder, options: BuildOptions) -> None:
+    """What the last build embedded with (precision after its check, attention, compiled, decode): for `info`."""
+    setting = {**encoder.setting(), "decode": "exact" if options.exact else "fast"}
+    with session_scope(index.engine) as s:
+        q.set_json(s, LAST_EMBEDDING_KEY, setting)
