@@ -223,8 +223,8 @@ class Encoder:
             return self._classify_fn(embeddings.to(self.device).float()).float().cpu()
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Softmax of the model's own classifier head (fine-tuned checkpoints only)."""
-        if not self.has_head or self._classify_fn is None:
+        """Softmax of the model's own classifier head (fine-tuned checkpoints only), applied in float32 to the
+        embeddings `embed` gives (with its precision check)."""
+        if not self.has_head:
             raise CheckpointError(f"{self.info.name} has no classifier head (it is an encoder checkpoint)")
-        classify = self._classify_fn
-        return torch.softmax(self._run(lambda x: classify(self._embed_fn(x)), pixels), dim=1)
+        return torch.softmax(self.head_logits(self.embed(pixels)), dim=1)
