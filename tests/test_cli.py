@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,14 @@ def test_build_search_info(built: Path, photos: Path, tiny_pt: Path) -> None:
     else:
         assert e["dtype"] == "float32" and e["checked_cosine"] is None
     assert f"embed:   cpu, {e['dtype']}" in text and "SDPA attention, eager, fast decode (last build)" in text
+
+
+def test_files_with_new_timestamps_but_the_same_content_count_as_unchanged(built: Path, photos: Path) -> None:
+    for name in ("photo00.jpg", "photo01.jpg"):  # as `cp` without -p leaves them
+        os.utime(photos / name, ns=(1, 1))
+    out = run("build", photos, "--workers", "0").output
+    assert out.startswith("0 indexed, 9 unchanged (2 with a new timestamp, same content) in"), out
+    assert run("build", photos, "--workers", "0").output.startswith("0 indexed, 9 unchanged in")
 
 
 def test_index_is_found_from_a_subfolder(built: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:

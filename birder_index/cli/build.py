@@ -88,7 +88,9 @@ def build(
 def _build_summary(r: Any) -> str:
     parts = [f"{r.indexed} indexed" + (f" ({r.reused} identical copies reused)" if r.reused else "")]
     parts += [f"{n} {what}" for n, what in ((r.moved, "moved"), (r.removed, "removed"), (r.failed, "failed")) if n]
-    parts.append(f"{r.unchanged} unchanged")
+    # A copied or touched file has a new mtime but, rehashed, the same content: unchanged too, and said so.
+    retimed = f" ({r.touched} with a new timestamp, same content)" if r.touched else ""
+    parts.append(f"{r.unchanged + r.touched} unchanged{retimed}")
     rate = f", {r.images_per_second:.1f} images/s" if r.indexed else ""
     compiling = f" (model compiled in {r.compile_seconds:.1f}s)" if r.compile_seconds else ""
     line = f"{', '.join(parts)} in {r.seconds:.1f}s{compiling}{rate}"
