@@ -128,10 +128,15 @@ class Prediction:
 
 
 def top_predictions(
-    scores: np.ndarray, classes: list[str], k: int, support: Knn, xq: np.ndarray, ids: np.ndarray, per_class: int = 3
-) -> list[list[Prediction]]:
-    """The k best classes per query, each with the labelled photos of that class nearest to the query."""
+    scores: np.ndarray, classes: list[str], k: int, support: Knn, xq: np.ndarray, ids: np.ndarray, per_class: int = 3,
+    own: np.ndarray | None = None,
+) -> list[list[Prediction]]:  # fmt: skip
+    """The k best classes per query, each with the labelled photos of that class nearest to the query; `own[i]`
+    (when >= 0) is query i's own labelled photo, never listed as support for it."""
     sims = l2(xq) @ support.xb.T
+    if own is not None:
+        rows = np.flatnonzero(own >= 0)
+        sims[rows, own[rows]] = -np.inf
     out = []
     for row, qsims in zip(scores, sims, strict=True):
         best = np.argsort(-row, kind="stable")[:k]

@@ -110,7 +110,7 @@ def query_vectors(
     index: Index, queries: list[str], encoder: Encoder | None = None, exact: bool = False, **encoder_kwargs: object
 ) -> np.ndarray:
     """Raw embeddings for query images: stored ones for unchanged indexed photos, else computed."""
-    stored = _stored_ids(index, queries)
+    stored = stored_ids(index, queries)
     out = np.zeros((len(queries), index.model_row().embedding_dim), np.float32)
     have = [i for i, image_id in enumerate(stored) if image_id is not None]
     if have:
@@ -143,7 +143,7 @@ def embed_files(encoder: Encoder, files: list[str], exact: bool = False, batch_s
     return np.concatenate(out)
 
 
-def _stored_ids(index: Index, queries: list[str]) -> list[int | None]:
+def stored_ids(index: Index, queries: list[str]) -> list[int | None]:
     """The indexed image id for each query naming an indexed photo whose file is unchanged (or gone), else None."""
     root = index.root
     out: list[int | None] = []

@@ -23,6 +23,7 @@ from birder_index.search.fewshot import open_set_threshold
 from birder_index.search.fewshot import top_predictions
 from birder_index.search.knn import expand_queries
 from birder_index.search.knn import query_vectors
+from birder_index.search.knn import stored_ids
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
@@ -130,13 +131,24 @@ def lookup(
     threshold = open_set_threshold(held_out) if min_score is None else min_score
     files = expand_queries(list(queries))
     xq = query_vectors(index, files, exact=exact)
-    return _lookups(index, files, xq, ls, clf, k, threshold)
+    position = {int(i): n for n, i in enumerate(ls.ids)}
+    own = np.array([-1 if i is None else position.get(i, -1) for i in stored_ids(index, files)], np.int64)
+    return _lookups(index, files, xq, ls, clf, k, threshold, own)
 
 
 def _lookups(index: Index, names: list[str], xq: np.ndarray, ls: LabelledSet, clf: Classifier, k: int,
-             threshold: float) -> list[Lookup]:  # fmt: skip
+             threshold: float, own: np.ndarray) -> list[Lookup]:  # fmt: skip
+    """`own[i]`: the labelled set's position of query i when it is itself a labelled photo, else -1. Such a query
+    is scored without itself (kNN and prototypes), as the open-set threshold was: a photo is not evidence for its
+    own label. A probe (fitted on the whole set) and the model's head score it as it is."""
     scores = clf.scores(xq)
-    preds = top_predictions(scores, ls.classes, k, Knn.fit(ls.x, ls.y, ls.classes), xq, ls.ids)
+    mine = np.flatnonzero(own >= 0)
+    if len(mine) and isinstance(clf, Knn):
+        scores[mine] = clf.scores(xq[mine], exclude=own[mine])
+    elif len(mine) and isinstance(clf, Prototype):
+        # -inf where the photo is its class's only one; -1 is the lowest score a prototype gives
+        scores[mine] = np.maximum(clf.loo_scores(ls.x[own[mine]], ls.y[own[mine]]), -1.0)
+    preds = top_predictions(scores, ls.classes, k, Knn.fit(ls.x, ls.y, ls.classes), xq, ls.ids, own=own)
     with session_scope(index.engine) as s:
         paths = q.paths_of(s, ls.ids)
     root = index.root

@@ -149,6 +149,25 @@ def test_lookup_cli(species: Path, method: str) -> None:
     assert set(data) == {"query", "predictions", "unknown"} and data["query"] == query
     assert data["predictions"][0]["label"] == "wren" and not data["unknown"]
     assert all(p.endswith(".png") for p in data["predictions"][0]["support"])
+    assert query not in data["predictions"][0]["support"]  # a labelled query is scored without itself
+
+
+@pytest.mark.parametrize("method", ["knn", "prototype"])
+def test_a_labelled_query_is_scored_without_itself(species: Path, method: str) -> None:
+    idx = str(species / ".birder-index")
+    copy = species / "unsorted" / "wren-copy.png"  # the same pixels, indexed but not labelled
+    copy.parent.mkdir()
+    copy.write_bytes((species / "wren" / "3.png").read_bytes())
+    assert CliRunner().invoke(cli, ["build", str(species)]).exit_code == 0
+    labelled, unlabelled = (
+        json.loads(CliRunner().invoke(cli, ["lookup", str(q), "--set", "birds", "--method", method, "--json",
+                                            "--index-dir", idx]).output)["predictions"][0]
+        for q in (species / "wren" / "3.png", copy)
+    )  # fmt: skip
+    assert labelled["label"] == unlabelled["label"] == "wren"
+    assert str(species / "wren" / "3.png") in unlabelled["support"]  # the copy finds the labelled original...
+    assert str(species / "wren" / "3.png") not in labelled["support"]  # ...the original does not find itself
+    assert labelled["score"] < unlabelled["score"]
 
 
 def test_lookup_all_csv_and_labels(species: Path, tmp_path: Path) -> None:
