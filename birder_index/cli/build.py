@@ -80,12 +80,12 @@ def build(
     )
     with _ProgressBar() as bar:
         report = build_index(photos, index_dir, spec, options, progress=bar)
-    click.echo(_build_summary(report))
+    click.echo(build_summary(report))
     if report.interrupted:
         sys.exit(130)
 
 
-def _build_summary(r: Any) -> str:
+def build_summary(r: Any) -> str:
     parts = [f"{r.indexed} indexed" + (f" ({r.reused} identical copies reused)" if r.reused else "")]
     parts += [f"{n} {what}" for n, what in ((r.moved, "moved"), (r.removed, "removed"), (r.failed, "failed")) if n]
     # A copied or touched file has a new mtime but, rehashed, the same content: unchanged too, and said so.

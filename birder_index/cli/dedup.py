@@ -90,7 +90,7 @@ def dedup(
     from birder_index.search.dedup import find_duplicates
 
     if undo is not None:
-        click.echo(f"{dedup_actions.undo_plan(undo)} files moved back")
+        click.echo(f"{dedup_actions.undo_plan(undo)} files moved back; `birder-index build` indexes them again")
         return
     quiet = json_file == "-"
     colour_min = 0.0 if ignore_colour else COLOUR_MIN
@@ -101,8 +101,13 @@ def dedup(
         other = open_index(against) if against else None
         result = find_duplicates(index, t, keep, against=other, colour_min=colour_min)
         _dedup_outputs(result, json_file, csv_file, report, quiet)
-        if move_to or delete:
-            _dedup_act(result, index.root, move_to, delete, yes, plan)
+        done = _dedup_act(result, index.root, move_to, delete, yes, plan) if move_to or delete else 0
+        root, folder = index.root, index.dir
+    if done and root is not None:  # drop the moved or deleted files from the index, as a build would
+        from birder_index.cli.build import build_summary
+        from birder_index.indexer import build_index
+
+        click.echo(f"index updated: {build_summary(build_index(root, folder))}")
 
 
 def _calibration_text(cal: Any, fresh: bool) -> str:
@@ -156,9 +161,8 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
             click.echo(f"... {len(result.groups) - 20} more groups: use --json, --csv or --report")
 
 
-def _dedup_act(
-    result: Any, root: Path | None, move_to: Path | None, delete: bool, yes: bool, plan: Path | None
-) -> None:
+def _dedup_act(result: Any, root: Path | None, move_to: Path | None, delete: bool, yes: bool, plan: Path | None) -> int:
+    """Print the plan (dry run) or apply it; returns the number of files moved or deleted."""
     from birder_index.search import dedup_actions
 
     actions = dedup_actions.plan_actions(result, root, move_to, delete)
@@ -168,7 +172,8 @@ def _dedup_act(
         for a in actions[:50]:
             click.echo(f"would {verb} {a.src}" + (f" -> {a.dst}" if a.dst else ""))
         click.echo(f"dry run: {len(actions)} files would be {verb}d (keepers are never touched); add --yes to do it")
-        return
+        return 0
     done = dedup_actions.apply_plan(actions, plan_file)
     undo = f"; undo with: birder-index dedup --undo {plan_file}" if move_to else ""
     click.echo(f"{done} files {verb}d; plan: {plan_file}{undo}")
+    return done

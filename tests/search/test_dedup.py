@@ -154,9 +154,13 @@ def test_cli_outputs_dry_run_move_and_undo(dup_photos: Path, tmp_path: Path) -> 
     keepers = {Path(g["keeper"]).name for g in data["groups"]}
     assert moved and not (moved & keepers) and all((aside / name).exists() for name in moved)
     assert all((dup_photos / k).exists() for k in keepers)
+    # The index follows: the moved files are no longer in it, so a search never returns a path that is gone.
+    assert f"index updated: 0 indexed, {len(moved)} removed," in done.output
+    info = json.loads(run(cli, ["info", "--json", "--index-dir", index_dir]).output)
+    assert info["indexed"] == len(before) - 1 - len(moved)  # minus the index folder itself
     undo = run(cli, ["dedup", "--undo", str(plan)])
     assert (
-        undo.output.startswith(f"{len(moved)} files moved back")
+        undo.output.startswith(f"{len(moved)} files moved back; `birder-index build` indexes them again")
         and sorted(p.name for p in dup_photos.iterdir()) == before
     )
 
