@@ -160,14 +160,13 @@ class Encoder:
 
     def setting(self) -> dict[str, object]:
         """How this encoder embeds now, for the record (`info` shows the last build's)."""
+        attention = None  # not a ViT of ours: an export's attention is its own
+        if self._set_explicit_attention is not None:
+            attention = "explicit" if self.explicit_attention else "sdpa"
         return {
             "device": str(self.device),
             "dtype": "bfloat16" if self.dtype == torch.bfloat16 else "float32",
-            "attention": None
-            if self._set_explicit_attention is None
-            else "explicit"
-            if self.explicit_attention
-            else "sdpa",
+            "attention": attention,
             "compiled": self._compiled is not None,
             "checked_cosine": self.checked_cosine,
         }
