@@ -29,6 +29,8 @@ def plan_actions(result: DedupResult, root: Path | None, move_to: Path | None, d
     """One action per duplicate; a keeper is never in the plan."""
     if bool(move_to) == bool(delete):
         raise BirderIndexError("choose one of --move-to DIR and --delete")
+    if move_to is not None and root is not None:
+        _check_out_of_the_scan(move_to, root)
     keepers = {g.keeper.path for g in result.groups}
     actions = []
     for g in result.groups:
@@ -47,6 +49,19 @@ def plan_actions(result: DedupResult, root: Path | None, move_to: Path | None, d
                 raise BirderIndexError(f"{src} is not inside the photo folder {root}") from None
             actions.append(Action("move", src, move_to / rel))
     return actions
+
+
+def _check_out_of_the_scan(move_to: Path, root: Path) -> None:
+    """Refuse a destination the next build would scan: the moved files would be indexed (and found) again."""
+    try:
+        inside = move_to.resolve().relative_to(root.resolve())
+    except ValueError:
+        return
+    if not any(part.startswith(".") for part in inside.parts):  # hidden folders are not scanned
+        raise BirderIndexError(
+            f"--move-to {move_to} is inside the photo folder, where the next build would index the moved files "
+            f"again: use a folder outside it, or a hidden one such as {root / '.duplicates'}"
+        )
 
 
 def default_plan_path(folder: Path) -> Path:

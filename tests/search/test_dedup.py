@@ -165,6 +165,20 @@ def test_cli_outputs_dry_run_move_and_undo(dup_photos: Path, tmp_path: Path) -> 
     )
 
 
+def test_move_to_a_folder_the_build_scans_is_refused_unless_hidden(dup_photos: Path) -> None:
+    index_dir = str(dup_photos / ".birder-index")
+    before = sorted(p.name for p in dup_photos.iterdir())
+    inside = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--move-to",
+                                      str(dup_photos / "dups"), "--yes"])  # fmt: skip
+    assert inside.exit_code == 1 and "is inside the photo folder, where the next build would index" in inside.output
+    assert sorted(p.name for p in dup_photos.iterdir()) == before  # nothing moved
+    hidden = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--move-to",
+                                      str(dup_photos / ".duplicates"), "--yes"])  # fmt: skip
+    assert hidden.exit_code == 0 and "removed" in hidden.output.splitlines()[-1]
+    again = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97"])
+    assert again.output.startswith("0 groups")  # the moved files left the index and stay out of it
+
+
 def test_calibration_is_stored_and_reused(dup_photos: Path) -> None:
     index_dir = str(dup_photos / ".birder-index")
     first = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9"])
