@@ -60,17 +60,18 @@ def _from_folders(source: Path, root: Path | None) -> tuple[list[tuple[str, str]
 def _from_csv(source: Path, root: Path | None) -> list[tuple[str, str]]:
     try:
         with open(source, newline="") as f:
-            rows = [r for r in csv.reader(f) if r]
+            reader = csv.reader(f)
+            numbered = [(reader.line_num, r) for r in reader if r]  # line numbers of the file, as an editor shows
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise BirderIndexError(f"cannot read {source}: {e}") from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        rows = rows[1:]
-    bad = [n for n, r in enumerate(rows, 1) if len(r) < 2 or not r[0].strip() or not r[1].strip()]
+    if numbered and [c.strip().lower() for c in numbered[0][1][:2]] == ["path", "label"]:
+        numbered = numbered[1:]
+    bad = [n for n, r in numbered if len(r) < 2 or not r[0].strip() or not r[1].strip()]
     if bad:
-        raise BirderIndexError(f"{source}: row {bad[0]} is not `path,label`")
+        raise BirderIndexError(f"{source}: line {bad[0]} is not `path,label`")
     base = source.parent
     out = []
-    for path, label, *_ in rows:
+    for path, label, *_ in (r for _, r in numbered):
         p = Path(path.strip())
         absolute = p if p.is_absolute() else (root / p if root and (root / p).exists() else base / p)
         out.append((_relative(absolute, root) if absolute.exists() else path.strip(), label.strip()))

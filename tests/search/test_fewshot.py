@@ -188,6 +188,11 @@ def test_lookup_all_csv_and_labels(species: Path, tmp_path: Path) -> None:
     csv_file.write_text(f"path,label\n{species / 'robin' / '0.png'},bird\nnot/there.jpg,bird\n")
     imported = CliRunner().invoke(cli, ["label", "import", str(csv_file), "--set", "any", "--index-dir", idx])
     assert "1 photos labelled in 1 classes" in imported.output and "1 paths are not in the index" in imported.output
+    csv_file.write_text(f"path,label\n\n{species / 'robin' / '0.png'},bird\n{species / 'robin' / '1.png'}\n")
+    bad = CliRunner().invoke(cli, ["label", "import", str(csv_file), "--set", "any", "--index-dir", idx])
+    assert (
+        bad.exit_code == 1 and bad.output == f"Error: {csv_file}: line 4 is not `path,label`\n"
+    )  # as an editor counts
     assert (
         CliRunner().invoke(cli, ["label", "remove", "--set", "birds", "--label", "wren", "--index-dir", idx]).output
         == "6 labels removed\n"
