@@ -103,11 +103,13 @@ def dedup(
         _dedup_outputs(result, json_file, csv_file, report, quiet)
         done = _dedup_act(result, index.root, move_to, delete, yes, plan) if move_to or delete else 0
         root, folder = index.root, index.dir
+        db = index.engine.url.render_as_string(hide_password=False)  # the same metadata database, wherever it is
     if done and root is not None:  # drop the moved or deleted files from the index, as a build would
         from birder_index.cli.build import build_summary
+        from birder_index.indexer import BuildOptions
         from birder_index.indexer import build_index
 
-        click.echo(f"index updated: {build_summary(build_index(root, folder))}")
+        click.echo(f"index updated: {build_summary(build_index(root, folder, options=BuildOptions(db=db)))}")
 
 
 def _calibration_text(cal: Any, fresh: bool) -> str:

@@ -179,6 +179,25 @@ def test_move_to_a_folder_the_build_scans_is_refused_unless_hidden(dup_photos: P
     assert again.output.startswith("0 groups")  # the moved files left the index and stay out of it
 
 
+def test_moves_update_an_index_whose_metadata_is_in_another_database(
+    tmp_path: Path, tiny_pt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, index_dir = tmp_path / "photos", tmp_path / "vectors"
+    folder.mkdir()
+    photo(1, (300, 200)).save(folder / "a.png")
+    shutil.copy(folder / "a.png", folder / "b.png")
+    photo(7, (300, 200)).save(folder / "c.png")
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    build_index(folder, index_dir, ModelSpec(weights=tiny_pt), BuildOptions(workers=0, db=url))
+    monkeypatch.setenv("BIRDER_INDEX_DB", url)
+    moved = CliRunner().invoke(cli, ["dedup", "--index-dir", str(index_dir), "--threshold", "0.99", "--move-to",
+                                     str(tmp_path / "aside"), "--yes"])  # fmt: skip
+    assert moved.exit_code == 0 and "index updated: 0 indexed, 1 removed, 2 unchanged" in moved.output
+    assert not (index_dir / "index.db").exists()  # the update went to the same database, not a new one
+    info = json.loads(CliRunner().invoke(cli, ["info", "--json", "--index-dir", str(index_dir)]).output)
+    assert info["indexed"] == 2
+
+
 def test_calibration_is_stored_and_reused(dup_photos: Path) -> None:
     index_dir = str(dup_photos / ".birder-index")
     first = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9"])
