@@ -209,16 +209,20 @@ def sweep(index: Index, truth: dict[str, tuple[str, str]], precision: float = 0.
     return "\n".join(lines)
 
 
-def colour_check(index: Index, truth: dict[str, tuple[str, str]]) -> str:
-    """How alike the colour signatures of each variant kind and its original are, and those of the hard negatives:
-    the different pictures the model finds most alike."""
+def collection_arrays(index: Index) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The indexed images' file names, their L2-normalised embeddings and stored colour signatures, row-aligned."""
     ids, rows = index.id_rows()
     with session_scope(index.engine) as s:
         paths = q.paths_of(s, ids)
     names = [Path(paths[int(i)]).name for i in ids]
+    return names, normalize(index.store().get(rows)), read_signatures(index.colours(), rows)
+
+
+def colour_check(index: Index, truth: dict[str, tuple[str, str]]) -> str:
+    """How alike the colour signatures of each variant kind and its original are, and those of the hard negatives:
+    the different pictures the model finds most alike."""
+    names, x, sig = collection_arrays(index)
     pos = {n: k for k, n in enumerate(names)}
-    sig = read_signatures(index.colours(), rows)
-    x = normalize(index.store().get(rows))
     by_kind: dict[str, list[float]] = {}
     for n, (_, kind) in truth.items():
         if kind != "original":

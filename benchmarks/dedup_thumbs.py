@@ -18,16 +18,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from dedup import collection_arrays
 from dedup import make_collection
 from PIL import Image
 from realdata import SHARED_PT2
 
-from birder_index.backbone.colour import colour_signatures
 from birder_index.backbone.colour import colour_similarity
-from birder_index.backbone.images import decode
 from birder_index.backbone.images import open_upright
-from birder_index.db import queries as q
-from birder_index.db.engine import session_scope
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
 from birder_index.indexer import open_index
@@ -42,18 +39,6 @@ def thumbnail(path: Path, side: int = 32) -> np.ndarray:
     t = np.asarray(img.convert("L").resize((side, side), Image.Resampling.BOX), np.float32).ravel()
     t -= t.mean()
     return t / (np.linalg.norm(t) + 1e-6)
-
-
-def embeddings(folder: Path, names: list[str]) -> np.ndarray:
-    build_index(folder, spec=ModelSpec(weights=SHARED_PT2))
-    with open_index(folder / ".birder-index") as index:
-        ids, _ = index.id_rows()
-        with session_scope(index.engine) as s:
-            paths = q.paths_of(s, ids)
-        vectors = index.vectors(ids)
-    row = {Path(paths[i]).name: n for n, i in enumerate(ids.tolist())}
-    x = vectors[[row[n] for n in names]]
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def own_pairs(names: list[str], truth: dict[str, tuple[str, str]], kind: str) -> list[tuple[int, int]]:
@@ -79,11 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp()) / "collection"
     truth = make_collection(args.photos, folder)
-    names = sorted(truth)
-    cos = (x := embeddings(folder, names)) @ x.T
+    build_index(folder, spec=ModelSpec(weights=SHARED_PT2))
+    with open_index(folder / ".birder-index") as index:
+        names, x, signatures = collection_arrays(index)  # the stored signatures: those dedup's colour check reads
+    cos = x @ x.T
     thumbs = np.stack([thumbnail(folder / n) for n in names])
     corr = thumbs @ thumbs.T
-    signatures = colour_signatures(np.stack([decode(folder / n, (224, 224)).pixels for n in names]))
     a, b = np.triu_indices(len(names), 1)
     colour_ok = colour_similarity(signatures[a], signatures[b]) >= COLOUR_MIN
     family = np.array([truth[n][0] for n in names])

@@ -107,10 +107,12 @@ def expand_queries(queries: list[str | Path]) -> list[str]:
 
 
 def query_vectors(
-    index: Index, queries: list[str], encoder: Encoder | None = None, exact: bool = False, **encoder_kwargs: object
-) -> np.ndarray:
-    """Raw embeddings for query images: stored ones for unchanged indexed photos, else computed."""
-    stored = stored_ids(index, queries)
+    index: Index, queries: list[str], encoder: Encoder | None = None, exact: bool = False,
+    stored: list[int | None] | None = None, **encoder_kwargs: object,
+) -> np.ndarray:  # fmt: skip
+    """Raw embeddings for query images: stored ones for unchanged indexed photos, else computed. `stored`: the
+    queries' `stored_ids`, where the caller has them already."""
+    stored = stored_ids(index, queries) if stored is None else stored
     out = np.zeros((len(queries), index.model_row().embedding_dim), np.float32)
     have = [i for i, image_id in enumerate(stored) if image_id is not None]
     if have:

@@ -130,9 +130,10 @@ def lookup(
     clf, held_out = classifier(index, ls, method, neighbours, probe_file)
     threshold = open_set_threshold(held_out) if min_score is None else min_score
     files = expand_queries(list(queries))
-    xq = query_vectors(index, files, exact=exact)
+    stored = stored_ids(index, files)
+    xq = query_vectors(index, files, exact=exact, stored=stored)
     position = {int(i): n for n, i in enumerate(ls.ids)}
-    own = np.array([-1 if i is None else position.get(i, -1) for i in stored_ids(index, files)], np.int64)
+    own = np.array([-1 if i is None else position.get(i, -1) for i in stored], np.int64)
     return _lookups(index, files, xq, ls, clf, k, threshold, own)
 
 
