@@ -10,7 +10,8 @@ lossless re-save), embedded with the shared ImageNet encoder. Ground truth: a ph
 duplicates; so are the photos that are the same picture at several sizes (the Elephants and the Sway wallpapers);
 light/dark and recoloured versions of one design and the grey abstract set are hard negatives. Reported as
 imagededup's evaluation does: pairwise precision, recall and F1 of the duplicate class, recall per variant kind,
-group purity; with the calibrated threshold and fixed ones, and a sweep of fixed thresholds (what the best one does).
+group purity; with the calibrated threshold and fixed ones (with the thumbnail signal at the default bar, and
+without it: `emb`), and a sweep of fixed thresholds (what the best one does).
 
 Scale: N synthetic embeddings from the calibrated generator with 1 % planted near-duplicates, deduplicated in one
 process (time, peak memory, planted pairs found); at 20k and 50k side by side with imagededup's
@@ -48,12 +49,13 @@ from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
-from birder_index.indexer.colours import read_signatures
+from birder_index.indexer.signatures import read_signatures
 from birder_index.indexer.vectors import normalize
 from birder_index.search.calibrate import _rotate
 from birder_index.search.calibrate import _sample
 from birder_index.search.calibrate import calibrate
 from birder_index.search.dedup import COLOUR_MIN
+from birder_index.search.dedup import THUMBNAIL_MIN
 from birder_index.search.dedup import find_duplicates
 
 SAME_PICTURE = [r"mate_abstract_Elephants", r"sway_Sway_Wallpaper_Blue"]  # one picture at several sizes
@@ -163,7 +165,8 @@ def quality(args: argparse.Namespace) -> None:
         print(colour_check(index, truth))
         t0 = time.perf_counter()
         cal = calibrate(index, index.load_encoder(), precision=0.99)
-        print(f"calibrated threshold {cal.threshold:.4f} for precision 0.99 in {time.perf_counter() - t0:.0f}s "
+        print(f"calibrated threshold {cal.threshold:.4f}, thumbnails {cal.thumbnail_min or 'off'}, for precision "
+              f"0.99 in {time.perf_counter() - t0:.0f}s "
               f"(estimated {cal.estimated_precision:.3f}; per-variant recall on the sample: "
               + ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items()) + ")")  # fmt: skip
         families = [truth[Path(rel).name][0] for rel in _sample(index, cal.sample, 0)]  # the calibration's sample
@@ -173,19 +176,23 @@ def quality(args: argparse.Namespace) -> None:
         header = ["threshold", "precision", "recall", "f1", "purity", "exact P", "exact R"]
         header += [f"R {k}" for k in KINDS] + ["R crop80"]
         print("  ".join(f"{h:>9}" for h in header))
-        runs = [("calibrated", cal.threshold, COLOUR_MIN)] + [(f"fixed {t}", t, COLOUR_MIN) for t in FIXED]
-        runs += [(f"nocol {t}", t, 0.0) for t in FIXED[:2]]  # the model alone, without the colour check
-        for label, t, colour_min in runs:
-            m = evaluate_at(index, truth, t, colour_min)
+        runs = [("calibrated", cal.threshold, COLOUR_MIN, cal.thumbnail_min)]
+        runs += [(f"fixed {t}", t, COLOUR_MIN, THUMBNAIL_MIN) for t in FIXED]
+        runs += [(f"emb {t}", t, COLOUR_MIN, 0.0) for t in FIXED[:3]]  # the embeddings alone, no thumbnails
+        runs += [(f"nocol {t}", t, 0.0, 0.0) for t in FIXED[:2]]  # the model alone, without the colour check
+        for label, t, colour_min, thumbnail_min in runs:
+            m = evaluate_at(index, truth, t, colour_min, thumbnail_min)
             cells = [t, m["precision"], m["recall"], m["f1"], m["purity"], m["exact_precision"], m["exact_recall"]]
             cells += [m[f"recall_{k}"] for k in KINDS] + [m["recall_crop80"]]
             print(f"{label:>10} " + "  ".join(f"{c:9.4f}" for c in cells))
         print(sweep(index, truth))
 
 
-def evaluate_at(index: Index, truth: dict[str, tuple[str, str]], t: float, colour_min: float) -> dict[str, float]:
+def evaluate_at(
+    index: Index, truth: dict[str, tuple[str, str]], t: float, colour_min: float, thumbnail_min: float = THUMBNAIL_MIN
+) -> dict[str, float]:
     """Dedup at threshold t and score its groups against the ground truth."""
-    result = find_duplicates(index, t, colour_min=colour_min)
+    result = find_duplicates(index, t, colour_min=colour_min, thumbnail_min=thumbnail_min)
     groups = [(Path(g.keeper.path).name, [(Path(m.path).name, m.kind) for m in g.duplicates])
               for g in result.groups]  # fmt: skip
     return evaluate(groups, truth)
@@ -194,7 +201,8 @@ def evaluate_at(index: Index, truth: dict[str, tuple[str, str]], t: float, colou
 def sweep(index: Index, truth: dict[str, tuple[str, str]], precision: float = 0.99) -> str:
     """What the best fixed threshold does: whether any threshold meets the targets with this encoder, which
     separates the calibration's error from the model's own limit."""
-    lines = ["threshold sweep (colour check on): pairwise precision, then the recall of the target kinds"]
+    lines = [f"threshold sweep (colour check on, thumbnails {THUMBNAIL_MIN}): pairwise precision, then the recall "
+             "of the target kinds"]  # fmt: skip
     meeting = []
     for t in np.round(np.arange(0.75, 0.951, 0.01), 2):
         m = evaluate_at(index, truth, float(t), COLOUR_MIN)

@@ -30,6 +30,13 @@ from birder_index.cli.app import index_dir_option
     help="Near duplicates may differ in colour (greyscale or recoloured copies).",
 )
 @click.option(
+    "--thumbnail",
+    "thumbnail_min",
+    type=click.FloatRange(0, 1),
+    help="Also a duplicate: 16 x 16 thumbnails correlating at least this much (0: off); default: calibrated, "
+    "or 0.98 with --threshold.",
+)
+@click.option(
     "--keep",
     type=click.Choice(["largest", "smallest", "oldest", "newest", "first"]),
     default="largest",
@@ -62,6 +69,7 @@ def dedup(
     precision: float | None,
     recalibrate: bool,
     ignore_colour: bool,
+    thumbnail_min: float | None,
     keep: str,
     against: Path | None,
     json_file: str | None,
@@ -87,6 +95,7 @@ def dedup(
     from birder_index.search import dedup_actions
     from birder_index.search.calibrate import resolve_threshold
     from birder_index.search.dedup import COLOUR_MIN
+    from birder_index.search.dedup import THUMBNAIL_MIN
     from birder_index.search.dedup import find_duplicates
 
     if undo is not None:
@@ -98,8 +107,10 @@ def dedup(
         t, cal, fresh = resolve_threshold(index, threshold, precision, recalibrate, device, colour_min)
         if cal is not None:
             click.echo(_calibration_text(cal, fresh), err=quiet)
+        if thumbnail_min is None:
+            thumbnail_min = cal.thumbnail_min if cal is not None else THUMBNAIL_MIN
         other = open_index(against) if against else None
-        result = find_duplicates(index, t, keep, against=other, colour_min=colour_min)
+        result = find_duplicates(index, t, keep, against=other, colour_min=colour_min, thumbnail_min=thumbnail_min)
         _dedup_outputs(result, json_file, csv_file, report, quiet)
         done = _dedup_act(result, index.root, move_to, delete, yes, plan) if move_to or delete else 0
         root, folder = index.root, index.dir
@@ -118,8 +129,9 @@ def _calibration_text(cal: Any, fresh: bool) -> str:
     sample = f"{cal.sample} photos, {cal.positives} variant pairs, {cal.negatives} pairs of photos"
     if cal.duplicates:
         sample += f", about {cal.duplicates} of them duplicates already in the collection"
+    thumbs = f", thumbnails {cal.thumbnail_min:.3f}" if cal.thumbnail_min else ", thumbnails off"
     return (
-        f"{origin} threshold {cal.threshold:.4f} for precision {cal.precision} "
+        f"{origin} threshold {cal.threshold:.4f}{thumbs} for precision {cal.precision} "
         f"(estimated {cal.estimated_precision:.3f} on {sample})\nestimated recall per variant: {recall}"
     )
 
@@ -131,7 +143,8 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
     n_exact = sum(m.kind == "exact" for g in result.groups for m in g.duplicates)
     click.echo(
         f"{len(result.groups)} groups, {n_dups} duplicates ({n_exact} exact, {n_dups - n_exact} near) "
-        f"at threshold {result.threshold:.4f}",
+        f"at threshold {result.threshold:.4f}"
+        + (f" or thumbnail {result.thumbnail_min:.3f}" if result.thumbnail_min else ""),
         err=quiet,
     )
     if result.unsigned:
@@ -147,9 +160,9 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
     if csv_file:
         with open(csv_file, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["group", "keeper", "path", "score", "kind"])
+            w.writerow(["group", "keeper", "path", "score", "kind", "thumbnail"])
             for n, g in enumerate(result.groups, 1):
-                w.writerows([n, g.keeper.path, m.path, f"{m.score:.6f}", m.kind] for m in g.duplicates)
+                w.writerows([n, g.keeper.path, m.path, f"{m.score:.6f}", m.kind, _thumb(m)] for m in g.duplicates)
     if report:
         from birder_index.search.report import write_report
 
@@ -158,9 +171,22 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
     if not (json_file or csv_file or report):
         for g in result.groups[:20]:
             click.echo(f"keep {g.keeper.path}")
-            click.echo("\n".join(f"  {m.score:.4f} {m.kind:<5} {m.path}" for m in g.duplicates))
+            click.echo(
+                "\n".join(f"  {m.score:.4f} {m.kind:<5} {m.path}{_by_thumbnail(m, result)}" for m in g.duplicates)
+            )
         if len(result.groups) > 20:
             click.echo(f"... {len(result.groups) - 20} more groups: use --json, --csv or --report")
+
+
+def _thumb(m: Any) -> str:
+    return "" if m.thumbnail is None else f"{m.thumbnail:.4f}"
+
+
+def _by_thumbnail(m: Any, result: Any) -> str:
+    """Say so when a near duplicate is below the threshold: its thumbnail found it."""
+    if m.kind != "near" or m.score >= result.threshold or m.thumbnail is None:
+        return ""
+    return f"  (thumbnail {m.thumbnail:.4f})"
 
 
 def _dedup_act(result: Any, root: Path | None, move_to: Path | None, delete: bool, yes: bool, plan: Path | None) -> int:

@@ -114,6 +114,7 @@ def _verify_text(r: Any) -> str:
         f"embedding store: {r.store_rows} rows committed, {r.torn_tail_bytes} bytes of torn tail",
         f"bad store rows:  {listed(r.bad_vector_rows)}",
         f"colour store:    {r.colour_rows_lost} committed signatures missing",
+        f"thumbnail store: {r.thumb_rows_lost} committed thumbnails missing",
         f"faiss:           {listed(r.faiss_missing)} missing, {listed(r.faiss_orphans)} orphans",
         f"files:           {listed(r.files_missing)} missing, {listed(r.files_changed)} changed",
     ]

@@ -1,4 +1,5 @@
-"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels + colour signature, in threads or processes.
+"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels + colour signature + thumbnail, in threads or
+processes.
 
 Each file is read once: the same bytes are hashed and decoded. A file that cannot be read or decoded becomes a
 failure with its reason and never stops the run. Batches are typed (`DecodedBatch`), not string-keyed dicts.
@@ -23,6 +24,8 @@ from torch.utils.data import Dataset
 from birder_index.backbone.colour import SIGNATURE_DIM
 from birder_index.backbone.colour import colour_signature
 from birder_index.backbone.images import decode
+from birder_index.backbone.thumbnail import THUMB_DIM
+from birder_index.backbone.thumbnail import thumbnail
 from birder_index.errors import ImageError
 
 
@@ -37,6 +40,7 @@ class Item:
     width: int | None
     height: int | None
     colour: np.ndarray | None = None  # uint8 (SIGNATURE_DIM,), backbone/colour.py
+    thumb: np.ndarray | None = None  # uint8 (THUMB_DIM,), backbone/thumbnail.py
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,11 @@ class DecodedBatch:
     ok: list[Item]  # decoded, in the order of `pixels`
     failed: list[Item]
     colours: np.ndarray  # uint8 (n_ok, SIGNATURE_DIM)
+    thumbs: np.ndarray  # uint8 (n_ok, THUMB_DIM)
 
     def pin_memory(self) -> DecodedBatch:
         """Called by the DataLoader for CUDA: page-locked pixels copy to the GPU asynchronously."""
-        return DecodedBatch(self.pixels.pin_memory(), self.ok, self.failed, self.colours)
+        return DecodedBatch(self.pixels.pin_memory(), self.ok, self.failed, self.colours, self.thumbs)
 
 
 def read_item(root: Path, image_id: int, rel: str, size: tuple[int, int], fast: bool) -> Item:
@@ -66,7 +71,8 @@ def read_item(root: Path, image_id: int, rel: str, size: tuple[int, int], fast: 
     except ImageError as e:
         return Item(image_id, None, str(e), sha, st.st_size, st.st_mtime_ns, None, None)
     colour = colour_signature(d.pixels)  # here, in the worker: it overlaps the model like the decode
-    return Item(image_id, d.pixels, None, sha, st.st_size, st.st_mtime_ns, d.width, d.height, colour)
+    thumb = thumbnail(d.pixels)
+    return Item(image_id, d.pixels, None, sha, st.st_size, st.st_mtime_ns, d.width, d.height, colour, thumb)
 
 
 class PhotoDataset(Dataset[Item]):
@@ -91,10 +97,13 @@ def collate(items: list[Item]) -> DecodedBatch:
     arrays = [it.pixels for it in ok if it.pixels is not None]
     pixels = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, dtype=torch.uint8)
     colours = np.zeros((len(ok), SIGNATURE_DIM), np.uint8)
+    thumbs = np.zeros((len(ok), THUMB_DIM), np.uint8)
     for i, it in enumerate(ok):
         if it.colour is not None:
             colours[i] = it.colour
-    return DecodedBatch(pixels, ok, failed, colours)
+        if it.thumb is not None:
+            thumbs[i] = it.thumb
+    return DecodedBatch(pixels, ok, failed, colours, thumbs)
 
 
 def _worker_init(_worker_id: int) -> None:

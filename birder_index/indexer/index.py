@@ -30,9 +30,12 @@ from birder_index.db.models import Model
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer import ann
-from birder_index.indexer.colours import committed_colour_store
 from birder_index.indexer.layout import DB_FILE
 from birder_index.indexer.layout import find_index_dir
+from birder_index.indexer.signatures import COLOURS
+from birder_index.indexer.signatures import THUMBNAILS
+from birder_index.indexer.signatures import Signature
+from birder_index.indexer.signatures import committed_store
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import normalize
 
@@ -58,7 +61,7 @@ class Index:
         self._id_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._row_map: np.ndarray | None = None
         self._store: VectorStore | None = None
-        self._colours: VectorStore | None = None
+        self._signatures: dict[str, VectorStore] = {}
         self._model: Model | None = None
 
     # -- what the index holds -------------------------------------------------------------------------------------
@@ -98,10 +101,17 @@ class Index:
         return self._store
 
     def colours(self) -> VectorStore:
-        """The colour-signature store (`colours.py`), as committed when first asked."""
-        if self._colours is None:
-            self._colours = committed_colour_store(self.dir, self.engine)
-        return self._colours
+        """The colour-signature store (`signatures.py`), as committed when first asked."""
+        return self._signature_store(COLOURS)
+
+    def thumbnails(self) -> VectorStore:
+        """The thumbnail store (`signatures.py`), as committed when first asked."""
+        return self._signature_store(THUMBNAILS)
+
+    def _signature_store(self, kind: Signature) -> VectorStore:
+        if kind.file not in self._signatures:
+            self._signatures[kind.file] = committed_store(self.dir, self.engine, kind)
+        return self._signatures[kind.file]
 
     def id_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted image ids, their store rows) of every indexed image."""
@@ -115,7 +125,7 @@ class Index:
         self._id_rows = None
         self._row_map = None
         self._store = None
-        self._colours = None
+        self._signatures = {}
         self._model = None
 
     def row_map(self) -> np.ndarray:

@@ -19,7 +19,7 @@ from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import INDEXED
 from birder_index.indexer import ann
-from birder_index.indexer import colours
+from birder_index.indexer import signatures
 from birder_index.indexer.index import Index
 from birder_index.indexer.lock import WriterLock
 from birder_index.indexer.plan import hash_file
@@ -34,6 +34,7 @@ class VerifyReport:
     store_rows: int = 0
     torn_tail_bytes: int = 0
     colour_rows_lost: int = 0  # committed colour signatures missing from colours.u8
+    thumb_rows_lost: int = 0  # committed thumbnails missing from thumbs.u8
     bad_vector_rows: list[int] = field(default_factory=list)  # image ids whose store row is missing or shared
     faiss_missing: list[int] = field(default_factory=list)  # indexed ids without a FAISS vector
     faiss_orphans: list[int] = field(default_factory=list)  # FAISS ids without an indexed row
@@ -46,6 +47,7 @@ class VerifyReport:
         return not (
             self.torn_tail_bytes
             or self.colour_rows_lost
+            or self.thumb_rows_lost
             or self.bad_vector_rows
             or self.faiss_missing
             or self.faiss_orphans
@@ -75,7 +77,8 @@ def _check(index: Index, deep: bool) -> VerifyReport:
     index.invalidate()
     ids, rows = index.id_rows()
     _check_store(index, r, ids, rows)
-    r.colour_rows_lost = colours.lost_rows(index.colours())
+    r.colour_rows_lost = signatures.lost_rows(index.colours())
+    r.thumb_rows_lost = signatures.lost_rows(index.thumbnails())
     _check_faiss(index, r, ids, manifest.file if manifest else None)
     _check_files(index, r, known, deep)
     return r
@@ -122,8 +125,10 @@ def _repair(index: Index, r: VerifyReport) -> None:
     if r.torn_tail_bytes:
         store.drop_torn_tail()
         r.repaired.append(f"cut {r.torn_tail_bytes} bytes of torn tail from the embedding store")
-    if colours.repair(index.dir, index.engine):
+    if signatures.repair(index.dir, index.engine, signatures.COLOURS):
         r.repaired.append(f"forgot {r.colour_rows_lost} colour signatures missing from the colour store")
+    if signatures.repair(index.dir, index.engine, signatures.THUMBNAILS):
+        r.repaired.append(f"forgot {r.thumb_rows_lost} thumbnails missing from the thumbnail store")
     with session_scope(index.engine) as s:
         known = q.known_files(s)
         requeue = sorted(set(r.bad_vector_rows) | {known[p].id for p in r.files_changed})

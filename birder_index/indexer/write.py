@@ -1,5 +1,5 @@
-"""Writer stage of the build: one batch's vectors to the embedding store (and its colour signatures to the colour
-store), then its rows to the database.
+"""Writer stage of the build: one batch's vectors to the embedding store (and its colour signatures and thumbnails
+to their stores, signatures.py), then its rows to the database.
 
 Order is what makes a kill at any moment safe: vectors and signatures are appended and fsynced first, then one
 transaction marks the rows indexed and records both stores' new length. A crash before the commit leaves only a
@@ -15,9 +15,11 @@ import numpy as np
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
-from birder_index.indexer.colours import open_for_append
 from birder_index.indexer.decode import DecodedBatch
 from birder_index.indexer.index import Index
+from birder_index.indexer.signatures import COLOURS
+from birder_index.indexer.signatures import THUMBNAILS
+from birder_index.indexer.signatures import open_for_append
 from birder_index.indexer.vectors import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ class BatchWriter:
     def __init__(self, index: Index, store: VectorStore) -> None:
         self.index = index
         self.store = store
-        self.colours = open_for_append(index.dir, index.engine, store.rows)
+        self.colours = open_for_append(index.dir, index.engine, COLOURS, store.rows)
+        self.thumbs = open_for_append(index.dir, index.engine, THUMBNAILS, store.rows)
         with session_scope(index.engine) as s:
             self.row_of_sha = q.vector_rows_by_sha(s)
         self.counts = WriteCounts()
@@ -67,7 +70,8 @@ class BatchWriter:
         rows = np.zeros(0, np.int64)
         if len(out):
             rows = self.store.append(out)
-            self.colours.append(batch.colours)  # one signature per store row, so both stores keep row numbers
+            self.colours.append(batch.colours)  # one signature per store row, so all stores keep row numbers
+            self.thumbs.append(batch.thumbs)
         indexed = [
             {
                 "id": it.id,
@@ -87,6 +91,7 @@ class BatchWriter:
             q.mark_failed(s, failed)
             q.set_meta(s, "store_rows", self.store.rows)
             q.set_meta(s, "colour_rows", self.colours.rows)
+            q.set_meta(s, "thumb_rows", self.thumbs.rows)
             if indexed:
                 q.bump_generation(s)
         for it, r in zip(batch.ok, rows, strict=True):

@@ -10,7 +10,11 @@ at least the target.
 A collection that already holds duplicates puts some among the "negatives". Those scoring above the positives'
 median are taken for such duplicates; as many again are expected below it, spread like the positives, and that
 expected number is subtracted from the false positives at every threshold (`choose_threshold`). On a collection
-without duplicates nothing changes. Limits: docs/dedup.md.
+without duplicates nothing changes.
+
+Then the thumbnail bar (dedup's second signal, backbone/thumbnail.py): the lowest of THUMBNAIL_BARS at which
+pairs found by either signal still keep the estimated precision, or none (`choose_thumbnail_min`). The threshold
+is chosen first and never moves for it, so the thumbnails only add pairs. Limits: docs/dedup.md.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from PIL import ImageEnhance
 
 from birder_index.backbone.colour import colour_signatures
 from birder_index.backbone.colour import colour_similarity
+from birder_index.backbone.thumbnail import thumbnail_correlation
+from birder_index.backbone.thumbnail import thumbnails
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
@@ -44,6 +50,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 CALIBRATION_KEY = "dedup_calibration"
 WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 224-384 px either way
+# Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.973
+# on the quality benchmark), so lower bars are never tried, however clean the sample looks.
+THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -104,6 +113,7 @@ class Calibration:
     created: str
     colour_min: float = 0.0  # dedup's colour check the threshold was chosen with (0: none)
     duplicates: int = 0  # estimated duplicates among the sample's pairs of photos (the collection's own)
+    thumbnail_min: float = 0.0  # thumbnail correlation that also makes a duplicate (0: thumbnails not used)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +141,26 @@ def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tupl
     if not len(ok):
         raise BirderIndexError(f"no threshold reaches precision {precision} on this sample; pass --threshold")
     return float(candidates[ok[0]]), float(prec[ok[0]]), float(duplicates)
+
+
+def choose_thumbnail_min(
+    pos: np.ndarray, pos_thumb: np.ndarray, neg: np.ndarray, neg_thumb: np.ndarray, threshold: float,
+    duplicates: float, precision: float,
+) -> tuple[float, float]:  # fmt: skip
+    """The lowest bar c of THUMBNAIL_BARS at which pairs with cosine >= threshold or thumbnail correlation >= c
+    keep the target precision, with the duplicates estimated among the negatives subtracted as in
+    `choose_threshold` -> (c, the precision reached), or (0.0, nan) when no bar keeps it. `pos` holds -inf for
+    pairs the colour check rejects; `neg` and `neg_thumb` are the pairs it lets through."""
+    can = np.isfinite(pos)
+    for bar in THUMBNAIL_BARS:
+        found = can & ((pos >= threshold) | (pos_thumb >= bar))
+        tp = int(found.sum())
+        share = tp / max(int(can.sum()), 1)  # of the positives the colour check lets through
+        fp = max(0.0, int(((neg >= threshold) | (neg_thumb >= bar)).sum()) - duplicates * share)
+        reached = tp / max(tp + fp, 1e-9)
+        if tp and reached >= precision:
+            return bar, reached
+    return 0.0, float("nan")
 
 
 def calibrate(
@@ -171,20 +201,27 @@ def calibrate(
         raise BirderIndexError("calibration needs at least 2 readable photos; pass --threshold")
     emb = normalize(_embed(encoder, originals + variants, torch))
     orig, var = emb[: len(originals)], emb[len(originals) :]
-    sig = colour_signatures(np.stack(originals + variants))
+    pixels = np.stack(originals + variants)
+    sig, thumbs = colour_signatures(pixels), thumbnails(pixels)
     sig_orig, sig_var = sig[: len(originals)], sig[len(originals) :]
+    th_orig, th_var = thumbs[: len(originals)], thumbs[len(originals) :]
     owners_a = np.array(owners)
     pos = np.einsum("ij,ij->i", orig[owners_a], var)
     pos = np.where(colour_similarity(sig_orig[owners_a], sig_var) >= colour_min, pos, -np.inf)  # never found
-    sims = orig @ orig.T
+    pos_thumb = thumbnail_correlation(th_orig[owners_a], th_var)
     iu = np.triu_indices(len(orig), 1)
-    neg = sims[iu][colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min]  # others: never found
+    passing = colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min  # the others are never found
+    a, b = iu[0][passing], iu[1][passing]
+    neg, neg_thumb = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_correlation(th_orig[a], th_orig[b])
     threshold, reached, duplicates = choose_threshold(pos, neg, precision)
+    bar, with_thumbs = choose_thumbnail_min(pos, pos_thumb, neg, neg_thumb, threshold, duplicates, precision)
+    reached = with_thumbs if bar else reached
+    found = np.isfinite(pos) & ((pos >= threshold) | (pos_thumb >= (bar or np.inf)))
     kinds_a = np.array(kinds)
-    recall = {k: float(np.mean(pos[kinds_a == k] >= threshold)) for k in VARIANTS}
+    recall = {k: float(np.mean(found[kinds_a == k])) for k in VARIANTS}
     created = datetime.now(UTC).isoformat(timespec="seconds")
     cal = Calibration(threshold, precision, reached, recall, len(orig), len(pos), len(iu[0]),
-                      index.model_row().sha256, created, colour_min, round(duplicates))  # fmt: skip
+                      index.model_row().sha256, created, colour_min, round(duplicates), bar)  # fmt: skip
     with session_scope(index.engine) as s:
         q.set_json(s, CALIBRATION_KEY, cal.to_json())
     return cal
@@ -195,6 +232,8 @@ def stored_calibration(index: Index, precision: float, colour_min: float = COLOU
     with session_scope(index.engine) as s:
         data = q.get_json(s, CALIBRATION_KEY)
     if not data:
+        return None
+    if "thumbnail_min" not in data:  # stored before thumbnails: calibrate again, the bar is part of the answer
         return None
     cal = Calibration(**data)
     ok = cal.model_sha256 == index.model_row().sha256 and abs(cal.precision - precision) < 1e-9

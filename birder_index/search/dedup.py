@@ -2,36 +2,39 @@
 
 - Exact: identical bytes (sha256), then identical decoded pixels (checked by decoding, for near pairs that score
   >= 0.999 and have the same size).
-- Near: every pair of stored embeddings with cosine similarity >= threshold, found exactly by a range join that
-  compares each vector only with the k-means cells that can hold such a pair (`pairs.py`): the brute force's
-  pairs without its N x N work or memory; memory is linear in N. A pair whose colours differ (colour signatures,
-  backbone/colour.py, below `colour_min`) is not a duplicate: encoders are trained to see a recoloured picture
-  as the same picture.
+- Near: every pair of stored embeddings with cosine similarity >= threshold, and every pair of stored thumbnails
+  (backbone/thumbnail.py) correlating >= `thumbnail_min`: pixel-level copies the encoder scores low (a
+  quality-30 JPEG of a smooth gradient). Both are found exactly by a range join that compares each vector only
+  with the k-means cells that can hold such a pair (`pairs.py`): the brute force's pairs without its N x N work
+  or memory; memory is linear in N. A pair whose colours differ (colour signatures, backbone/colour.py, below
+  `colour_min`) is not a duplicate: encoders are trained to see a recoloured picture as the same picture.
 - Groups (star rule): images are visited in keeper order (--keep); an image not yet in a group becomes a keeper
-  and takes every ungrouped image within the threshold of itself. Every member is within the threshold of its
+  and takes every ungrouped image that matches it (either signal, colours agreeing). Every member matches its
   keeper, so no group is held together by a chain of pairs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from birder_index.backbone.colour import colour_similarity
+from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
-from birder_index.indexer.colours import read_signatures
-from birder_index.indexer.colours import unsigned
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
+from birder_index.indexer.signatures import read_signatures
+from birder_index.indexer.signatures import unsigned
 from birder_index.indexer.vectors import normalize
+from birder_index.search.pairs import Fetch
 from birder_index.search.pairs import similar_pairs
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,10 @@ PIXEL_CHECK_SCORE = 0.999
 # Bhattacharyya coefficient of colour signatures: near-duplicate copies score above it, recoloured versions of
 # one design below (benchmarks/dedup.py prints both; docs/dedup.md).
 COLOUR_MIN = 0.95
+# Thumbnail correlation at or above which a pair is a near duplicate whatever its cosine, unless calibrated: the
+# different pictures of the quality benchmark that the encoder does not already pair correlate at most 0.973, the
+# quality-30 copies it misses at 0.999 (benchmarks/dedup.py; docs/dedup.md).
+THUMBNAIL_MIN = 0.98
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Member:
     path: str
     score: float  # cosine similarity to the keeper
     kind: str  # "exact" (same bytes or same pixels) or "near"
+    thumbnail: float | None = None  # thumbnail correlation to the keeper (None: either has no thumbnail)
 
 
 @dataclass
@@ -62,6 +70,7 @@ class DedupResult:
     threshold: float
     groups: list[Group]
     colour_min: float = COLOUR_MIN
+    thumbnail_min: float = THUMBNAIL_MIN  # 0: thumbnails not compared
     unsigned: int = 0  # images the colour check could not judge (no signature), when it was on
     # every pair above the threshold before grouping: (a ids, b ids, similarities)
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
@@ -72,35 +81,82 @@ class DedupResult:
         return {
             "threshold": self.threshold,
             "colour_min": self.colour_min,
+            "thumbnail_min": self.thumbnail_min,
             "groups": [
-                {"keeper": g.keeper.path,
-                 "duplicates": [{"path": m.path, "score": round(m.score, 6), "kind": m.kind} for m in g.duplicates]}
-                for g in self.groups
+                {"keeper": g.keeper.path, "duplicates": [_member_json(m) for m in g.duplicates]} for g in self.groups
             ],
-        }  # fmt: skip
+        }
+
+
+def _member_json(m: Member) -> dict[str, object]:
+    out: dict[str, object] = {"path": m.path, "score": round(m.score, 6), "kind": m.kind}
+    if m.thumbnail is not None:
+        out["thumbnail"] = round(m.thumbnail, 4)
+    return out
 
 
 # -- candidate pairs -----------------------------------------------------------------------------------------------
 
 
 def near_pairs(
-    index: Index, threshold: float, against: Index | None = None
+    index: Index, threshold: float, against: Index | None = None, thumbnail_min: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(a, b, score) of every pair with cosine >= threshold between the stored embeddings: a from `index`, b from
-    `against` (default: itself, each pair once with a < b). Exact, by the cell-pruned range join of `pairs`."""
+    """(a, b, cosine) of every pair whose stored embeddings have cosine >= threshold or, with `thumbnail_min`, whose
+    stored thumbnails correlate at least that much: a from `index`, b from `against` (default: itself, each pair
+    once with a < b). Exact, by the cell-pruned range join of `pairs`, once per signal."""
     ids, rows = index.id_rows()
-    fetch = _fetcher(index, rows)
-    if against is None:
-        qa, qb, s = similar_pairs(fetch, len(ids), threshold)
-        return ids[qa], ids[qb], s
-    their_ids, their_rows = against.id_rows()
-    qa, qb, s = similar_pairs(fetch, len(ids), threshold, _fetcher(against, their_rows), len(their_ids))
+    other = against or index
+    their_ids, their_rows = other.id_rows()
+    e_mine, e_theirs = _fetcher(index, rows), _fetcher(other, their_rows)
+
+    def join(fetch_q: Fetch, fetch_b: Fetch, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return similar_pairs(fetch_q, len(ids), t, None if against is None else fetch_b, len(their_ids))
+
+    qa, qb, s = join(e_mine, e_theirs, threshold)
+    if thumbnail_min > 0 and index.thumbnails().rows and other.thumbnails().rows:
+        ta, tb, _ = join(_thumb_fetcher(index, rows), _thumb_fetcher(other, their_rows), thumbnail_min)
+        key = np.int64(len(their_ids))  # pairs as one number each, to drop those the embeddings found already
+        new = ~np.isin(ta * key + tb, qa * key + qb)
+        ta, tb = ta[new], tb[new]
+        qa, qb = np.concatenate([qa, ta]), np.concatenate([qb, tb])
+        s = np.concatenate([s, _row_dots(e_mine, e_theirs, ta, tb)])
     return ids[qa], their_ids[qb], s
 
 
-def _fetcher(index: Index, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def _fetcher(index: Index, rows: np.ndarray) -> Fetch:
     store = index.store()
     return lambda positions: normalize(store.get(rows[positions]))
+
+
+def _thumb_fetcher(index: Index, rows: np.ndarray) -> Fetch:
+    store = index.thumbnails()
+    return lambda positions: thumbnail_vectors(read_signatures(store, rows[positions]))
+
+
+def _row_dots(fetch_a: Fetch, fetch_b: Fetch, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Row-wise dot products of the vectors at positions a and b, in chunks."""
+    out = np.zeros(len(a), np.float32)
+    for start in range(0, len(a), chunk):
+        end = start + chunk
+        out[start:end] = np.einsum("ij,ij->i", fetch_a(a[start:end]), fetch_b(b[start:end]))
+    return out
+
+
+def thumbnail_scores(
+    index: Index, a: np.ndarray, b: np.ndarray, against: Index | None = None, chunk: int = 1 << 16
+) -> np.ndarray:  # fmt: skip
+    """Thumbnail correlation of pairs of image ids (a from `index`, b from `against` or `index`); nan where either
+    image has no thumbnail to compare (flat, or indexed before thumbnails)."""
+    other = against or index
+    out = np.full(len(a), np.nan, np.float32)
+    for start in range(0, len(a), chunk):
+        ra, _ = index.rows_of(a[start : start + chunk])
+        rb, _ = other.rows_of(b[start : start + chunk])
+        va = thumbnail_vectors(read_signatures(index.thumbnails(), ra))
+        vb = thumbnail_vectors(read_signatures(other.thumbnails(), rb))
+        known = va.any(axis=1) & vb.any(axis=1)
+        out[start : start + len(ra)] = np.where(known, np.einsum("ij,ij->i", va, vb), np.nan)
+    return out
 
 
 def _unsigned(colour_min: float, *indexes: Index) -> int:
@@ -125,10 +181,10 @@ def same_colours(
 
 
 def _near_same_colour(
-    index: Index, threshold: float, colour_min: float, against: Index | None = None
+    index: Index, threshold: float, colour_min: float, thumbnail_min: float, against: Index | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The near pairs (a ids, b ids, similarities) that also pass the colour check."""
-    a, b, scores = near_pairs(index, threshold, against=against)
+    """The near pairs (a ids, b ids, cosines) that also pass the colour check."""
+    a, b, scores = near_pairs(index, threshold, against=against, thumbnail_min=thumbnail_min)
     ok = same_colours(index, a, b, colour_min, against)
     return a[ok], b[ok], scores[ok]
 
@@ -216,24 +272,43 @@ def find_duplicates(
     keep: str = "largest",
     against: Index | None = None,
     colour_min: float = COLOUR_MIN,
+    thumbnail_min: float = THUMBNAIL_MIN,
 ) -> DedupResult:
     """Exact and near-duplicate groups of `index` at a cosine-similarity threshold (see the module docstring).
 
     With `against`, only pairs across the two indexes count: keepers come from `against`, duplicates from `index`
     (deduplicating a test set against a training set). `colour_min=0` lets near duplicates differ in colour
-    (greyscale or recoloured copies).
+    (greyscale or recoloured copies); `thumbnail_min=0` compares embeddings only.
     """
     if not 0 < threshold <= 1:
         raise BirderIndexError(f"--threshold must be in (0, 1], got {threshold}")
+    if not 0 <= thumbnail_min <= 1:
+        raise BirderIndexError(f"--thumbnail must be in [0, 1], got {thumbnail_min}")
     if against is not None:
-        return _find_across(index, against, threshold, keep, colour_min)
+        return _find_across(index, against, threshold, keep, colour_min, thumbnail_min)
     with session_scope(index.engine) as s:
         attrs = q.indexed_attributes(s)
-    a, b, scores = _near_same_colour(index, threshold, colour_min)
+    a, b, scores = _near_same_colour(index, threshold, colour_min, thumbnail_min)
     stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
-    return DedupResult(threshold, groups, colour_min, _unsigned(colour_min, index), (a, b, scores))
+    _with_thumbnails(index, groups)
+    n_unsigned = _unsigned(colour_min, index)
+    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, (a, b, scores))
+
+
+def _with_thumbnails(index: Index, groups: list[Group], against: Index | None = None) -> None:
+    """Each duplicate's thumbnail correlation to its keeper (keepers from `against` when given)."""
+    members = np.array([m.id for g in groups for m in g.duplicates], np.int64)
+    keepers = np.array([g.keeper.id for g in groups for _ in g.duplicates], np.int64)
+    corr = thumbnail_scores(index, members, keepers, against).tolist()
+    start = 0
+    for g in groups:
+        mine = corr[start : start + len(g.duplicates)]
+        g.duplicates = [
+            replace(m, thumbnail=None if np.isnan(c) else c) for m, c in zip(g.duplicates, mine, strict=True)
+        ]
+        start += len(mine)
 
 
 def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group]) -> None:
@@ -254,11 +329,13 @@ def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group])
         g.duplicates.sort(key=lambda m: (m.kind != "exact", -m.score))
 
 
-def _find_across(index: Index, against: Index, threshold: float, keep: str, colour_min: float) -> DedupResult:
+def _find_across(
+    index: Index, against: Index, threshold: float, keep: str, colour_min: float, thumbnail_min: float
+) -> DedupResult:
     mine, theirs = index.model_row(), against.model_row()
     if mine.sha256 != theirs.sha256 or mine.embedding_dim != theirs.embedding_dim:
         raise IndexMismatch(f"--against: the indexes were built with different models ({mine.name}, {theirs.name})")
-    a, b, s = _near_same_colour(index, threshold, colour_min, against)
+    a, b, s = _near_same_colour(index, threshold, colour_min, thumbnail_min, against)
     with session_scope(index.engine) as se, session_scope(against.engine) as so:
         mine_sha, their_sha = q.indexed_attributes(se), q.indexed_attributes(so)
     by_sha = {sha: i for sha, i in zip(their_sha["sha256"].tolist(), their_sha["id"].tolist(), strict=True) if sha}
@@ -276,7 +353,9 @@ def _find_across(index: Index, against: Index, threshold: float, keep: str, colo
     order = keeper_order(their_sha, keep)
     stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
     n_unsigned = _unsigned(colour_min, index, against)
-    return DedupResult(threshold, _named(against, index, stars), colour_min, n_unsigned, (a, b, s))
+    groups = _named(against, index, stars)
+    _with_thumbnails(index, groups, against)
+    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, (a, b, s))
 
 
 def _named(keepers: Index, members: Index, stars: list[tuple[int, list[tuple[int, float, str]]]]) -> list[Group]:

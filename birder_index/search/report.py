@@ -52,6 +52,8 @@ def _card(m: Member, keeper: bool) -> str:
         size = "missing"
     tag = "keeper" if keeper else m.kind
     score = "" if keeper else f" similarity {m.score:.4f}"
+    if not keeper and m.thumbnail is not None:
+        score += f", thumbnail {m.thumbnail:.4f}"
     img = f'<img src="{uri}" alt="">' if uri else "<div>unreadable</div>"
     return (f'<div class="card{" keeper" if keeper else ""}">{img}<span class="tag {tag}">{tag}</span>{score}'
             f"<br>{html.escape(resolution)}, {size}<br>{html.escape(m.path)}</div>")  # fmt: skip
@@ -65,7 +67,9 @@ def write_report(result: DedupResult, path: Path, limit: int = 1000) -> int:
         f"<!doctype html><html><head><meta charset='utf-8'><title>Duplicates</title><style>{_STYLE}</style></head>",
         "<body><h1>Duplicate groups</h1>",
         f'<div class="summary">{len(result.groups)} groups, {n_dups} duplicates at similarity threshold '
-        f"{result.threshold:.4f}{f'; the {limit} largest shown' if len(result.groups) > limit else ''}.</div>",
+        f"{result.threshold:.4f}"
+        f"{f' or thumbnail correlation {result.thumbnail_min:.3f}' if result.thumbnail_min else ''}"
+        f"{f'; the {limit} largest shown' if len(result.groups) > limit else ''}.</div>",
     ]
     for n, g in enumerate(groups, 1):
         cards = [_card(g.keeper, True)] + [_card(m, False) for m in g.duplicates]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from birder_index.errors import BirderIndexError
+from birder_index.search.calibrate import THUMBNAIL_BARS
 from birder_index.search.calibrate import choose_threshold
+from birder_index.search.calibrate import choose_thumbnail_min
 
 RNG = np.random.default_rng(0)
 POS = RNG.uniform(0.85, 1.0, 1000)  # a photo and its variant
@@ -40,6 +42,25 @@ def test_pairs_the_colour_check_rejects_are_never_found() -> None:
     assert 0 < t <= 1
     with pytest.raises(BirderIndexError, match="no threshold reaches precision"):
         choose_threshold(np.full(10, -np.inf), NEG, 0.99)
+
+
+def test_the_thumbnail_bar_is_the_lowest_that_keeps_the_precision() -> None:
+    pos = POS.copy()
+    pos[:100] = RNG.uniform(0.6, 0.8, 100)  # copies the encoder scores low (heavy JPEG of smooth gradients)
+    pos_thumb = np.where(np.arange(len(pos)) < 100, 0.999, RNG.uniform(0.5, 1.0, len(pos)))
+    neg_thumb = RNG.uniform(0.0, 0.9, len(NEG))
+    t, _, duplicates = choose_threshold(pos, NEG, 0.99)
+    assert np.mean(pos[:100] >= t) < 0.1  # the low copies cost too many negatives for the embeddings alone
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, neg_thumb, t, duplicates, 0.99)
+    assert bar == THUMBNAIL_BARS[0] and reached >= 0.99
+    smooth = neg_thumb.copy()
+    smooth[:30] = 0.987  # different photos of one smooth scene: their thumbnails agree this much
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, smooth, t, duplicates, 0.99)
+    assert bar == 0.99 and reached >= 0.99  # the lowest bar above them
+    alike = neg_thumb.copy()
+    alike[:30] = 0.999  # as alike as the copies: no bar keeps the precision, thumbnails stay off
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, alike, t, duplicates, 0.99)
+    assert bar == 0.0 and np.isnan(reached)
 
 
 def _precision(pos: np.ndarray, neg: np.ndarray, t: float) -> float:

@@ -128,17 +128,19 @@ def test_cli_outputs_dry_run_move_and_undo(dup_photos: Path, tmp_path: Path) -> 
     out = run(cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--json", "-"])
     data = json.loads(out.stdout)
     assert out.exit_code == 0 and data["threshold"] == 0.97
+    assert data["thumbnail_min"] == 0.98  # the default bar with an explicit threshold
     assert set(data["groups"][0]) == {"keeper", "duplicates"} and set(data["groups"][0]["duplicates"][0]) == {
         "path",
         "score",
         "kind",
+        "thumbnail",
     }
     csv_file, report = tmp_path / "d.csv", tmp_path / "d.html"
     run(
         cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--csv", str(csv_file), "--report", str(report)]
     )
     rows = list(csv.DictReader(csv_file.read_text().splitlines()))
-    assert rows and set(rows[0]) == {"group", "keeper", "path", "score", "kind"}
+    assert rows and set(rows[0]) == {"group", "keeper", "path", "score", "kind", "thumbnail"}
     page = report.read_text()
     assert page.count("data:image/jpeg;base64,") >= 2 and "keeper" in page
 
@@ -232,3 +234,43 @@ def test_a_recoloured_copy_is_not_a_duplicate_unless_colour_is_ignored(tmp_path:
 
 def _names(result: DedupResult) -> list[tuple[str, list[str]]]:
     return [(Path(g.keeper.path).name, sorted(Path(m.path).name for m in g.duplicates)) for g in result.groups]
+
+
+def _smooth(seed: int) -> Image.Image:
+    """A smooth grey gradient: heavy JPEG bands it, which moves a recognition encoder more than its pixels."""
+    yy, xx = np.mgrid[0:240, 0:320] / 320
+    a, b = np.random.default_rng(seed).uniform(1, 4, 2)
+    grey = 100 + 50 * np.sin(a * xx + b * yy) + 8 * np.sin(7 * xx * yy)
+    return Image.fromarray(np.repeat(grey[..., None], 3, -1).clip(0, 255).astype(np.uint8))
+
+
+def test_thumbnails_find_a_copy_the_embeddings_score_below_the_threshold(tmp_path: Path, tiny_pt: Path) -> None:
+    train, test, folder = tmp_path / "train", tmp_path / "test", tmp_path / "photos"
+    for f in (train, test, folder):
+        f.mkdir()
+    _smooth(1).save(train / "sky.png")
+    photo(2, (320, 240)).save(train / "field.png")
+    _smooth(1).save(test / "sky_q15.jpg", quality=15)
+    for f in (train, test):
+        shutil.copytree(f, folder, dirs_exist_ok=True)
+    for f in (train, test, folder):
+        build_index(f, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    with open_index(folder / ".birder-index") as index:
+        _, _, cos = near_pairs(index, 0.01)  # every pair: the copy's cosine to its original is the highest
+        assert len(cos) == 3 and cos.max() < 0.9999
+        t = (cos.max() + 1) / 2  # above every pair's cosine: the embeddings alone find nothing
+        assert find_duplicates(index, t, thumbnail_min=0).groups == []
+        found = find_duplicates(index, t)
+    with open_index(test / ".birder-index") as mine, open_index(train / ".birder-index") as theirs:
+        across = find_duplicates(mine, t, against=theirs)
+    assert _names(found) == [("sky.png", ["sky_q15.jpg"])]
+    member = found.groups[0].duplicates[0]
+    assert member.kind == "near" and member.score == pytest.approx(cos.max(), abs=1e-5) and member.score < t
+    assert member.thumbnail is not None and member.thumbnail >= 0.98
+    assert _names(across) == [("sky.png", ["sky_q15.jpg"])]  # the test set's copy of a training photo
+    out = CliRunner().invoke(cli, ["dedup", "--index-dir", str(folder / ".birder-index"), "--threshold", f"{t:.6f}"])
+    assert out.exit_code == 0 and "or thumbnail 0.980" in out.output and "(thumbnail 0.99" in out.output
+    off = CliRunner().invoke(
+        cli, ["dedup", "--index-dir", str(folder / ".birder-index"), "--threshold", f"{t:.6f}", "--thumbnail", "0"]
+    )
+    assert off.exit_code == 0 and off.output.startswith("0 groups")
