@@ -154,6 +154,12 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
             "has them)",
             err=True,
         )
+    if result.no_thumbnail:
+        click.echo(
+            f"note: {result.no_thumbnail} images have no thumbnail (imported embeddings, or indexed before "
+            "thumbnails existed): only their embeddings were compared (a new index built from the photos has them)",
+            err=True,
+        )
     if json_file:
         text = json.dumps(result.to_json(), indent=None if quiet else 1)
         click.echo(text) if quiet else Path(json_file).write_text(text)

@@ -72,6 +72,7 @@ class DedupResult:
     colour_min: float = COLOUR_MIN
     thumbnail_min: float = THUMBNAIL_MIN  # 0: thumbnails not compared
     unsigned: int = 0  # images the colour check could not judge (no signature), when it was on
+    no_thumbnail: int = 0  # images without a thumbnail to compare (imported, or indexed before), when it was on
     # every pair above the threshold before grouping: (a ids, b ids, similarities)
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -161,6 +162,10 @@ def thumbnail_scores(
 
 def _unsigned(colour_min: float, *indexes: Index) -> int:
     return sum(unsigned(ix.colours(), ix.id_rows()[1]) for ix in indexes) if colour_min > 0 else 0
+
+
+def _no_thumbnail(thumbnail_min: float, *indexes: Index) -> int:
+    return sum(unsigned(ix.thumbnails(), ix.id_rows()[1]) for ix in indexes) if thumbnail_min > 0 else 0
 
 
 def same_colours(
@@ -293,8 +298,8 @@ def find_duplicates(
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
     _with_thumbnails(index, groups)
-    n_unsigned = _unsigned(colour_min, index)
-    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, (a, b, scores))
+    n_unsigned, n_bare = _unsigned(colour_min, index), _no_thumbnail(thumbnail_min, index)
+    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, scores))
 
 
 def _with_thumbnails(index: Index, groups: list[Group], against: Index | None = None) -> None:
@@ -352,10 +357,10 @@ def _find_across(
         grouped.setdefault(theirs_id, []).append((mine_id, score, kind))
     order = keeper_order(their_sha, keep)
     stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
-    n_unsigned = _unsigned(colour_min, index, against)
+    n_unsigned, n_bare = _unsigned(colour_min, index, against), _no_thumbnail(thumbnail_min, index, against)
     groups = _named(against, index, stars)
     _with_thumbnails(index, groups, against)
-    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, (a, b, s))
+    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, s))
 
 
 def _named(keepers: Index, members: Index, stars: list[tuple[int, list[tuple[int, float, str]]]]) -> list[Group]:

@@ -116,7 +116,10 @@ def test_verify_finds_and_repairs_a_lost_thumbnail_store(photos: Path, tiny_pt: 
         assert any("8 thumbnails" in line for line in repaired.repaired)
         index.invalidate()
         assert verify_index(index).healthy and index.thumbnails().rows == 0
-        assert find_duplicates(index, 0.9).groups is not None  # reads as no thumbnails: embeddings only
+        assert find_duplicates(index, 0.9).no_thumbnail == 8  # embeddings only, and dedup says so
+        assert find_duplicates(index, 0.9, thumbnail_min=0).no_thumbnail == 0
+    note = CliRunner().invoke(cli, ["dedup", "--index-dir", str(index_dir), "--threshold", "0.9"])
+    assert note.exit_code == 0 and "note: 8 images have no thumbnail" in note.output
     photo(99).save(photos / "new.png")
     build_index(photos, spec=ModelSpec(weights=tiny_pt), options=OPTS)
     with open_index(index_dir) as index:
