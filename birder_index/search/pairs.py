@@ -28,8 +28,9 @@ ROUNDING = 1e-4  # float32 rounding of scores and cell assignments (~1e-6) can n
 ONE_CELL_MAX = 4096  # up to here one cell (a blocked brute force) is cheaper than training k-means
 POINTS_PER_CENTROID = 40  # k-means training sample; the pruning is exact however rough the centroids are
 BLOCK = 8192  # vectors scored against the centroids at once
-PROBES_MAX = 1 << 25  # (query, cell) probes held before they are joined: 512 MB
+PROBES_MAX = 1 << 23  # (query, cell) probes held before they are joined: 128 MB
 SCORES_MAX = 1 << 22  # query x cell-member scores computed at once (16 MB of float32)
+QUERIES_MAX = 1 << 10  # queries scored at once: bounded, so a cell's work allocates the same few MB again and again
 
 
 def similar_pairs(
@@ -157,7 +158,7 @@ def join_cells(
         if not len(members) or not len(queries):
             continue
         xb = _rows(fetch_b, members)
-        step = max(1, SCORES_MAX // len(members))
+        step = max(1, min(SCORES_MAX // len(members), QUERIES_MAX))
         for start in range(0, len(queries), step):
             qs = queries[start : start + step]
             with torch.inference_mode():
