@@ -129,7 +129,7 @@ def _calibration_text(cal: Any, fresh: bool) -> str:
     sample = f"{cal.sample} photos, {cal.positives} variant pairs, {cal.negatives} pairs of photos"
     if cal.duplicates:
         sample += f", about {cal.duplicates} of them duplicates already in the collection"
-    thumbs = f", thumbnails {cal.thumbnail_min:.3f}" if cal.thumbnail_min else ", thumbnails off"
+    thumbs = f" and thumbnail bar {cal.thumbnail_min:.3f}" if cal.thumbnail_min else " (thumbnails off)"
     return (
         f"{origin} threshold {cal.threshold:.4f}{thumbs} for precision {cal.precision} "
         f"(estimated {cal.estimated_precision:.3f} on {sample})\nestimated recall per variant: {recall}"
