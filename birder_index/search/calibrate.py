@@ -7,9 +7,11 @@ A pair counts as found when it scores at least the threshold and its colour sign
 check); the threshold is the lowest similarity at which the estimated precision, positives / everything found, is
 at least the target.
 
-A collection that already holds duplicates puts some among the "negatives". Those scoring above the positives'
-median are taken for such duplicates; as many again are expected below it, spread like the positives, and that
-expected number is subtracted from the false positives at every threshold (`choose_threshold`). On a collection
+A collection that already holds duplicates puts some among the "negatives". Pairs whose 32 x 32 thumbnails are
+near-identical are copies and leave the negatives. Those scoring above the positives' median, the copies included,
+are taken for such duplicates; as many again are expected below it, spread like the positives, and that
+expected number, less the copies already left out, is subtracted from the false positives at every threshold
+(`choose_threshold`). On a collection
 without duplicates nothing changes.
 
 Then the thumbnail bar (dedup's second signal, backbone/thumbnail.py): the lowest of THUMBNAIL_BARS at which
@@ -53,6 +55,10 @@ WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 2
 # Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.973
 # on the quality benchmark), so lower bars are never tried, however clean the sample looks.
 THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
+# Pairs of sampled photos whose 32 x 32 grey thumbnails correlate this much are copies already in the collection
+# (resized, re-encoded, retouched), not negatives. On the quality benchmark's sample all 67 such pairs are copies
+# of one picture; the different pictures closest in pixels reach 0.971 (a light and a dark theme, grey alike).
+COPY_SIDE, COPY_MIN = 32, 0.98
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -119,9 +125,13 @@ class Calibration:
         return asdict(self)
 
 
-def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tuple[float, float, float]:
+def choose_threshold(
+    pos: np.ndarray, neg: np.ndarray, precision: float, copies: np.ndarray | None = None
+) -> tuple[float, float, float]:
     """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision -> (t, the precision reached, the number of
-    duplicates estimated among the negatives). `pos` holds -inf for pairs the colour check rejects."""
+    duplicates estimated among the negatives beyond the known copies). `pos` holds -inf for pairs the colour
+    check rejects; `copies`: the scores of pairs of sampled photos known to be copies, left out of `neg`."""
+    copies = np.zeros(0) if copies is None else copies
     pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
     found = np.sort(pos[np.isfinite(pos)])  # the negatives given are those that pass the colour check too
 
@@ -129,8 +139,9 @@ def choose_threshold(pos: np.ndarray, neg: np.ndarray, precision: float) -> tupl
         return (len(found) - np.searchsorted(found, t, side="left")) / max(len(found), 1)
 
     median = np.median(found) if len(found) else np.inf
-    above = len(neg) - np.searchsorted(neg_sorted, median, side="left")
+    above = len(neg) - np.searchsorted(neg_sorted, median, side="left") + np.count_nonzero(copies >= median)
     duplicates = above / max(float(share_found_above(np.array([median]))[0]), 1e-9) if above else 0.0
+    duplicates = max(0.0, duplicates - len(copies))  # the known copies are out of `neg` already
     candidates = np.unique(np.concatenate([pos, neg]))
     candidates = candidates[np.isfinite(candidates) & (candidates > 0)]  # -inf: a pair the colour check rejects
     tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
@@ -211,9 +222,12 @@ def calibrate(
     pos_thumb = thumbnail_correlation(th_orig[owners_a], th_var)
     iu = np.triu_indices(len(orig), 1)
     passing = colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min  # the others are never found
-    a, b = iu[0][passing], iu[1][passing]
+    fine = thumbnails(pixels[: len(originals)], COPY_SIDE)
+    copies = passing & (thumbnail_correlation(fine[iu[0]], fine[iu[1]]) >= COPY_MIN)
+    a, b = iu[0][passing & ~copies], iu[1][passing & ~copies]
     neg, neg_thumb = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_correlation(th_orig[a], th_orig[b])
-    threshold, reached, duplicates = choose_threshold(pos, neg, precision)
+    copy_scores = np.einsum("ij,ij->i", orig[iu[0][copies]], orig[iu[1][copies]])
+    threshold, reached, duplicates = choose_threshold(pos, neg, precision, copy_scores)
     bar, with_thumbs = choose_thumbnail_min(pos, pos_thumb, neg, neg_thumb, threshold, duplicates, precision)
     reached = with_thumbs if bar else reached
     found = np.isfinite(pos) & ((pos >= threshold) | (pos_thumb >= (bar or np.inf)))
@@ -221,7 +235,8 @@ def calibrate(
     recall = {k: float(np.mean(found[kinds_a == k])) for k in VARIANTS}
     created = datetime.now(UTC).isoformat(timespec="seconds")
     cal = Calibration(threshold, precision, reached, recall, len(orig), len(pos), len(iu[0]),
-                      index.model_row().sha256, created, colour_min, round(duplicates), bar)  # fmt: skip
+                      index.model_row().sha256, created, colour_min, round(duplicates) + int(copies.sum()),
+                      bar)  # fmt: skip
     with session_scope(index.engine) as s:
         q.set_json(s, CALIBRATION_KEY, cal.to_json())
     return cal

@@ -35,6 +35,15 @@ def test_duplicates_already_in_the_collection_do_not_push_the_threshold_to_one()
     assert t < 0.9 and reached >= 0.99
 
 
+def test_known_copies_leave_the_negatives_and_count_among_the_duplicates() -> None:
+    copies = RNG.uniform(0.85, 1.0, 300)  # pairs of copies whose pixels agree: known, left out of the negatives
+    t, reached, duplicates = choose_threshold(POS, NEG, 0.99, copies)
+    assert t < 0.9 and reached >= 0.99 and duplicates < 30  # few left to estimate beyond the known ones
+    hidden = np.concatenate([NEG, RNG.uniform(0.85, 1.0, 100)])  # 100 more copies the pixels did not reveal
+    t_hidden, reached_hidden, more = choose_threshold(POS, hidden, 0.99, copies)
+    assert more == pytest.approx(100, rel=0.35) and t_hidden < 0.9 and reached_hidden >= 0.99
+
+
 def test_pairs_the_colour_check_rejects_are_never_found() -> None:
     pos = POS.copy()
     pos[:100] = -np.inf
