@@ -45,6 +45,7 @@ from synthetic import Generator
 
 from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.images import open_upright
+from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.indexer import Index
@@ -167,6 +168,7 @@ def quality(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - t0:.0f}s with {SHARED_PT2.name}")  # fmt: skip
     with open_index(work / "collection" / ".birder-index") as index:
         print(colour_check(index, truth))
+        print(thumbnail_check(index, truth))
         t0 = time.perf_counter()
         cal = calibrate(index, index.load_encoder(), precision=0.99)
         print(f"calibrated threshold {cal.threshold:.4f}, thumbnails {cal.thumbnail_min or 'off'}, for precision "
@@ -253,6 +255,23 @@ def colour_check(index: Index, truth: dict[str, tuple[str, str]]) -> str:
                  f"{sims[iu][hardest].min():.3f}-{sims[iu][hardest].max():.3f}): {np.sum(hard < COLOUR_MIN)} fail the "
                  f"colour check; passing: {', '.join(passing[:8])}{' ...' if len(passing) > 8 else ''}")  # fmt: skip
     return "\n".join(lines)
+
+
+def thumbnail_check(index: Index, truth: dict[str, tuple[str, str]], paired: float = 0.88) -> str:
+    """Where the thumbnail bar must sit: how alike the thumbnails of different pictures get when the encoder does
+    not already pair them (cosine below `paired`, colours agreeing), and the JPEG copies the encoder scores lowest."""
+    names, x, sig = collection_arrays(index)
+    thumbs = thumbnail_vectors(read_signatures(index.thumbnails(), index.id_rows()[1]))
+    a, b = np.triu_indices(len(names), 1)
+    family = np.array([truth[n][0] for n in names])
+    cos, corr = np.einsum("ij,ij->i", x[a], x[b]), np.einsum("ij,ij->i", thumbs[a], thumbs[b])
+    apart = (family[a] != family[b]) & (colour_similarity(sig[a], sig[b]) >= COLOUR_MIN) & (cos < paired)
+    pos = {n: k for k, n in enumerate(names)}
+    jpegs = [(pos[n.split("__")[0] + ".png"], pos[n]) for n in names if truth[n][1] == "jpeg"]
+    low = sorted(jpegs, key=lambda p: float(x[p[0]] @ x[p[1]]))[:3]
+    lowest = ", ".join(f"cosine {x[i] @ x[j]:.3f} (thumbnail {thumbs[i] @ thumbs[j]:.4f})" for i, j in low)
+    return (f"thumbnails: different pictures the encoder does not pair (cosine < {paired}) correlate at most "
+            f"{corr[apart].max():.4f}; the JPEG copies it scores lowest: {lowest}")  # fmt: skip
 
 
 # -- scale ---------------------------------------------------------------------------------------------------------

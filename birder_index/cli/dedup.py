@@ -156,8 +156,9 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
         )
     if result.no_thumbnail:
         click.echo(
-            f"note: {result.no_thumbnail} images have no thumbnail (imported embeddings, or indexed before "
-            "thumbnails existed): only their embeddings were compared (a new index built from the photos has them)",
+            f"note: {result.no_thumbnail} images have no thumbnail (imported embeddings, indexed before thumbnails "
+            "existed, or lost from the store): only their embeddings were compared (a new index built from the photos "
+            "has them)",
             err=True,
         )
     if json_file:

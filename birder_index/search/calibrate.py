@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 CALIBRATION_KEY = "dedup_calibration"
 WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 224-384 px either way
-# Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.973
+# Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.971
 # on the quality benchmark), so lower bars are never tried, however clean the sample looks.
 THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
 # Pairs of sampled photos whose 32 x 32 grey thumbnails correlate this much are copies already in the collection
