@@ -17,6 +17,7 @@ from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.indexer import open_index
 from birder_index.indexer import verify_index
+from birder_index.indexer.signatures import read_signatures
 from birder_index.search import nearest
 from tests.helpers import photo
 
@@ -95,3 +96,11 @@ def check_against(index_dir: Path, reference_dir: Path, n: int) -> None:
         expected = [[ref_path_of[int(i)] for i in row] for row in Ir]
         assert got == expected, "search results differ from the uninterrupted build"
         assert np.allclose(D, Dr, atol=2e-3)
+        # The side stores stay row-aligned through kills: each photo keeps its own colour signature and thumbnail.
+        ids, rows = index.id_rows()
+        ref_ids, ref_rows = ref.id_rows()
+        by_path = dict(zip([ref_path_of[int(i)] for i in ref_ids], ref_rows.tolist(), strict=True))
+        ref_rows_aligned = np.array([by_path[path_of[int(i)]] for i in ids])
+        for mine, theirs in ((index.colours(), ref.colours()), (index.thumbnails(), ref.thumbnails())):
+            got_sig, want_sig = read_signatures(mine, rows), read_signatures(theirs, ref_rows_aligned)
+            assert np.array_equal(got_sig, want_sig), f"{mine.path.name}: a row holds another photo's signature"
