@@ -37,6 +37,11 @@ def thumbnails(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
     return out
 
 
+def has_thumbnail(stored: np.ndarray) -> np.ndarray:
+    """bool (N,): which stored thumbnails have contrast to correlate (not flat, not missing)."""
+    return np.asarray(stored, np.float32).std(axis=1) >= MIN_CONTRAST
+
+
 def thumbnail_vectors(stored: np.ndarray) -> np.ndarray:
     """uint8 (N, THUMB_DIM) stored thumbnails -> float32 (N, THUMB_DIM): mean removed, unit length, so that the
     dot product of two rows is their correlation; zeros for a flat or missing thumbnail (matches nothing)."""

@@ -33,7 +33,6 @@ class Signature:
 
 COLOURS = Signature("colours.u8", SIGNATURE_DIM, "colour_rows", "colour store")
 THUMBNAILS = Signature("thumbs.u8", THUMB_DIM, "thumb_rows", "thumbnail store")
-SIGNATURES = (COLOURS, THUMBNAILS)
 
 
 def signature_store(index_dir: Path, kind: Signature, rows: int) -> VectorStore:

@@ -11,8 +11,7 @@ A collection that already holds duplicates puts some among the "negatives". Pair
 near-identical are copies and leave the negatives. Those scoring above the positives' median, the copies included,
 are taken for such duplicates; as many again are expected below it, spread like the positives, and that
 expected number, less the copies already left out, is subtracted from the false positives at every threshold
-(`choose_threshold`). On a collection
-without duplicates nothing changes.
+(`choose_threshold`). On a collection without duplicates nothing changes.
 
 Then the thumbnail bar (dedup's second signal, backbone/thumbnail.py): the lowest of THUMBNAIL_BARS at which
 pairs found by either signal still keep the estimated precision, or none (`choose_thumbnail_min`). The threshold

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from birder_index.backbone.colour import colour_similarity
+from birder_index.backbone.thumbnail import has_thumbnail
+from birder_index.backbone.thumbnail import thumbnail_correlation
 from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
@@ -33,6 +36,7 @@ from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
 from birder_index.indexer.signatures import read_signatures
 from birder_index.indexer.signatures import unsigned
+from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import normalize
 from birder_index.search.pairs import Fetch
 from birder_index.search.pairs import similar_pairs
@@ -150,22 +154,18 @@ def thumbnail_scores(
     image has no thumbnail to compare (flat, or indexed before thumbnails)."""
     other = against or index
     out = np.full(len(a), np.nan, np.float32)
-    for start in range(0, len(a), chunk):
+    for start in range(0, len(a), chunk):  # bounded memory, as in `same_colours`
         ra, _ = index.rows_of(a[start : start + chunk])
         rb, _ = other.rows_of(b[start : start + chunk])
-        va = thumbnail_vectors(read_signatures(index.thumbnails(), ra))
-        vb = thumbnail_vectors(read_signatures(other.thumbnails(), rb))
-        known = va.any(axis=1) & vb.any(axis=1)
-        out[start : start + len(ra)] = np.where(known, np.einsum("ij,ij->i", va, vb), np.nan)
+        sa, sb = read_signatures(index.thumbnails(), ra), read_signatures(other.thumbnails(), rb)
+        known = has_thumbnail(sa) & has_thumbnail(sb)
+        out[start : start + len(ra)] = np.where(known, thumbnail_correlation(sa, sb), np.nan)
     return out
 
 
-def _unsigned(colour_min: float, *indexes: Index) -> int:
-    return sum(unsigned(ix.colours(), ix.id_rows()[1]) for ix in indexes) if colour_min > 0 else 0
-
-
-def _no_thumbnail(thumbnail_min: float, *indexes: Index) -> int:
-    return sum(unsigned(ix.thumbnails(), ix.id_rows()[1]) for ix in indexes) if thumbnail_min > 0 else 0
+def _missing(signatures: Callable[[Index], VectorStore], on: float, *indexes: Index) -> int:
+    """Images of these indexes without a stored signature of one kind, counted when that check is on."""
+    return sum(unsigned(signatures(ix), ix.id_rows()[1]) for ix in indexes) if on > 0 else 0
 
 
 def same_colours(
@@ -298,7 +298,7 @@ def find_duplicates(
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
     _with_thumbnails(index, groups)
-    n_unsigned, n_bare = _unsigned(colour_min, index), _no_thumbnail(thumbnail_min, index)
+    n_unsigned, n_bare = _missing(Index.colours, colour_min, index), _missing(Index.thumbnails, thumbnail_min, index)
     return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, scores))
 
 
@@ -357,7 +357,8 @@ def _find_across(
         grouped.setdefault(theirs_id, []).append((mine_id, score, kind))
     order = keeper_order(their_sha, keep)
     stars = [(k, sorted(grouped[k], key=lambda m: -m[1])) for k in order.tolist() if k in grouped]
-    n_unsigned, n_bare = _unsigned(colour_min, index, against), _no_thumbnail(thumbnail_min, index, against)
+    n_unsigned = _missing(Index.colours, colour_min, index, against)
+    n_bare = _missing(Index.thumbnails, thumbnail_min, index, against)
     groups = _named(against, index, stars)
     _with_thumbnails(index, groups, against)
     return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, s))
