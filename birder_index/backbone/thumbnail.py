@@ -4,8 +4,9 @@ Encoders trained for recognition can score a heavily compressed copy of a smooth
 grey gradient) well below a different photo of a similar scene: 0.79 for the quality-30 copies of two gradient
 wallpapers with the shared EfficientNet (docs/dedup.md). Their pixels still agree: box-filtered down to 16 x 16,
 with the mean removed and scaled to unit length, copy and original correlate at 0.999. That correlation is
-unchanged by resizing, re-encoding and brightness or contrast edits; crops, flips and rotations move it, which
-is where the encoder does well.
+unchanged by resizing, re-encoding and brightness or contrast edits; a mirrored copy matches the thumbnail
+flipped left to right (`thumbnail_match` takes the better of the two). Crops and rotations move it, which is
+where the encoder does well.
 
 The thumbnail is stored as the grey levels themselves (uint8, 256 bytes); `thumbnail_vectors` turns stored rows
 into the vectors whose dot product is the correlation. A flat thumbnail (no contrast to correlate) and a missing
@@ -13,6 +14,8 @@ one (an index built before thumbnails, imported embeddings) become zero vectors,
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PIL import Image
@@ -37,6 +40,10 @@ def thumbnails(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
     return out
 
 
+_RAMP = np.tile(np.arange(SIDE, dtype=np.float32) - (SIDE - 1) / 2, SIDE)
+_RAMP /= np.linalg.norm(_RAMP)  # grey levels rising left to right, mean zero: mirrored, it is its own negative
+
+
 def has_thumbnail(stored: np.ndarray) -> np.ndarray:
     """bool (N,): which stored thumbnails have contrast to correlate (not flat, not missing)."""
     return np.asarray(stored, np.float32).std(axis=1) >= MIN_CONTRAST
@@ -51,7 +58,38 @@ def thumbnail_vectors(stored: np.ndarray) -> np.ndarray:
     return np.where(spread >= MIN_CONTRAST, x / np.maximum(spread, 1e-6) / np.sqrt(x.shape[1]), 0.0).astype(np.float32)
 
 
+def mirrored(stored: np.ndarray) -> np.ndarray:
+    """(N, side * side) stored thumbnails flipped left to right: the thumbnails of mirrored copies."""
+    side = math.isqrt(stored.shape[1])
+    return np.ascontiguousarray(stored.reshape(len(stored), side, side)[:, :, ::-1].reshape(stored.shape))
+
+
 def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise correlation of two (N, THUMB_DIM) stored-thumbnail arrays, in [-1, 1]; 0 where either is flat or
     missing."""
     return np.einsum("ij,ij->i", thumbnail_vectors(a), thumbnail_vectors(b))
+
+
+def upright(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Thumbnail vectors (`thumbnail_vectors`) turned to lean right, and how little each leans.
+
+    A thumbnail's lean is its correlation with a left-to-right ramp: mirroring negates it, so a thumbnail and
+    its mirror image come out the same, and one range join over upright thumbnails meets straight and mirrored
+    copies alike. Copies can only be turned opposite ways when both lean little: vectors with correlation >= c
+    lean within sqrt(2 - 2c) of each other (the ramp has unit length), so the join also compares, turned the
+    other way, those leaning less than `ambiguous_lean(c)` -> (upright vectors, |lean|)."""
+    lean = vectors @ _RAMP
+    out = vectors.copy()
+    out[lean < 0] = mirrored(vectors[lean < 0])
+    return out, np.abs(lean)
+
+
+def ambiguous_lean(bar: float) -> float:
+    """Below this |lean| a thumbnail and a copy correlating >= bar with it may be turned opposite ways."""
+    return math.sqrt(max(0.0, 2.0 - 2.0 * bar)) / 2 + 1e-4  # + float32 rounding
+
+
+def thumbnail_match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise, the better of the straight and the mirrored correlation: a copy flipped left to right matches
+    its original as well as a straight copy does."""
+    return np.maximum(thumbnail_correlation(a, b), thumbnail_correlation(mirrored(a), b))

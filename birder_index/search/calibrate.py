@@ -8,10 +8,10 @@ check); the threshold is the lowest similarity at which the estimated precision,
 at least the target.
 
 A collection that already holds duplicates puts some among the "negatives". Pairs whose 32 x 32 thumbnails are
-near-identical are copies and leave the negatives. Those scoring above the positives' median, the copies included,
-are taken for such duplicates; as many again are expected below it, spread like the positives, and that
-expected number, less the copies already left out, is subtracted from the false positives at every threshold
-(`choose_threshold`). On a collection without duplicates nothing changes.
+near-identical, straight or mirrored, are copies and leave the negatives. Those scoring above the positives'
+median, the copies included, are taken for such duplicates; as many again are expected below it, spread like the
+positives, and that expected number, less the copies already left out, is subtracted from the false positives at
+every threshold (`choose_threshold`). On a collection without duplicates nothing changes.
 
 Then the thumbnail bar (dedup's second signal, backbone/thumbnail.py): the lowest of THUMBNAIL_BARS at which
 pairs found by either signal still keep the estimated precision, or none (`choose_thumbnail_min`). The threshold
@@ -36,7 +36,7 @@ from PIL import ImageEnhance
 
 from birder_index.backbone.colour import colour_signatures
 from birder_index.backbone.colour import colour_similarity
-from birder_index.backbone.thumbnail import thumbnail_correlation
+from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.backbone.thumbnail import thumbnails
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
@@ -54,9 +54,10 @@ WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 2
 # Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.971
 # on the quality benchmark), so lower bars are never tried, however clean the sample looks.
 THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
-# Pairs of sampled photos whose 32 x 32 grey thumbnails correlate this much are copies already in the collection
-# (resized, re-encoded, retouched), not negatives. On the quality benchmark's sample all 67 such pairs are copies
-# of one picture; the different pictures closest in pixels reach 0.971 (a light and a dark theme, grey alike).
+# Pairs of sampled photos whose 32 x 32 grey thumbnails correlate this much, straight or mirrored, are copies
+# already in the collection (resized, re-encoded, retouched, flipped), not negatives. On the quality benchmark's
+# sample all 104 such pairs are copies of one picture; the different pictures closest in pixels reach 0.971 (a
+# light and a dark theme, grey alike).
 COPY_SIDE, COPY_MIN = 32, 0.98
 
 
@@ -218,13 +219,13 @@ def calibrate(
     owners_a = np.array(owners)
     pos = np.einsum("ij,ij->i", orig[owners_a], var)
     pos = np.where(colour_similarity(sig_orig[owners_a], sig_var) >= colour_min, pos, -np.inf)  # never found
-    pos_thumb = thumbnail_correlation(th_orig[owners_a], th_var)
+    pos_thumb = thumbnail_match(th_orig[owners_a], th_var)
     iu = np.triu_indices(len(orig), 1)
     passing = colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min  # the others are never found
     fine = thumbnails(pixels[: len(originals)], COPY_SIDE)
-    copies = passing & (thumbnail_correlation(fine[iu[0]], fine[iu[1]]) >= COPY_MIN)
+    copies = passing & (thumbnail_match(fine[iu[0]], fine[iu[1]]) >= COPY_MIN)
     a, b = iu[0][passing & ~copies], iu[1][passing & ~copies]
-    neg, neg_thumb = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_correlation(th_orig[a], th_orig[b])
+    neg, neg_thumb = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_match(th_orig[a], th_orig[b])
     copy_scores = np.einsum("ij,ij->i", orig[iu[0][copies]], orig[iu[1][copies]])
     threshold, reached, duplicates = choose_threshold(pos, neg, precision, copy_scores)
     bar, with_thumbs = choose_thumbnail_min(pos, pos_thumb, neg, neg_thumb, threshold, duplicates, precision)

@@ -26,8 +26,7 @@ import numpy as np
 
 from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.thumbnail import has_thumbnail
-from birder_index.backbone.thumbnail import thumbnail_correlation
-from birder_index.backbone.thumbnail import thumbnail_vectors
+from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
@@ -40,6 +39,7 @@ from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import normalize
 from birder_index.search.pairs import Fetch
 from birder_index.search.pairs import similar_pairs
+from birder_index.search.thumbnail_pairs import thumbnail_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,9 @@ def near_pairs(
     index: Index, threshold: float, against: Index | None = None, thumbnail_min: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(a, b, cosine) of every pair whose stored embeddings have cosine >= threshold or, with `thumbnail_min`, whose
-    stored thumbnails correlate at least that much: a from `index`, b from `against` (default: itself, each pair
-    once with a < b). Exact, by the cell-pruned range join of `pairs`, once per signal."""
+    stored thumbnails correlate at least that much, straight or one of them mirrored: a from `index`, b from
+    `against` (default: itself, each pair once with a < b). Exact, by the cell-pruned range join of `pairs`,
+    once per signal."""
     ids, rows = index.id_rows()
     other = against or index
     their_ids, their_rows = other.id_rows()
@@ -119,7 +120,8 @@ def near_pairs(
 
     qa, qb, s = join(e_mine, e_theirs, threshold)
     if thumbnail_min > 0 and index.thumbnails().rows and other.thumbnails().rows:
-        ta, tb, _ = join(_thumb_fetcher(index, rows), _thumb_fetcher(other, their_rows), thumbnail_min)
+        mine, theirs = _thumb_reader(index, rows), _thumb_reader(other, their_rows)
+        ta, tb = thumbnail_pairs(mine, len(ids), thumbnail_min, None if against is None else theirs, len(their_ids))
         key = np.int64(len(their_ids))  # pairs as one number each, to drop those the embeddings found already
         new = ~np.isin(ta * key + tb, qa * key + qb)
         ta, tb = ta[new], tb[new]
@@ -133,9 +135,9 @@ def _fetcher(index: Index, rows: np.ndarray) -> Fetch:
     return lambda positions: normalize(store.get(rows[positions]))
 
 
-def _thumb_fetcher(index: Index, rows: np.ndarray) -> Fetch:
+def _thumb_reader(index: Index, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     store = index.thumbnails()
-    return lambda positions: thumbnail_vectors(read_signatures(store, rows[positions]))
+    return lambda positions: read_signatures(store, rows[positions])
 
 
 def _row_dots(fetch_a: Fetch, fetch_b: Fetch, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
@@ -150,8 +152,8 @@ def _row_dots(fetch_a: Fetch, fetch_b: Fetch, a: np.ndarray, b: np.ndarray, chun
 def thumbnail_scores(
     index: Index, a: np.ndarray, b: np.ndarray, against: Index | None = None, chunk: int = 1 << 16
 ) -> np.ndarray:  # fmt: skip
-    """Thumbnail correlation of pairs of image ids (a from `index`, b from `against` or `index`); nan where either
-    image has no thumbnail to compare (flat, or indexed before thumbnails)."""
+    """Thumbnail correlation of pairs of image ids (a from `index`, b from `against` or `index`), the better of
+    straight and mirrored; nan where either image has no thumbnail to compare (flat, or indexed before)."""
     other = against or index
     out = np.full(len(a), np.nan, np.float32)
     for start in range(0, len(a), chunk):  # bounded memory, as in `same_colours`
@@ -159,7 +161,7 @@ def thumbnail_scores(
         rb, _ = other.rows_of(b[start : start + chunk])
         sa, sb = read_signatures(index.thumbnails(), ra), read_signatures(other.thumbnails(), rb)
         known = has_thumbnail(sa) & has_thumbnail(sb)
-        out[start : start + len(ra)] = np.where(known, thumbnail_correlation(sa, sb), np.nan)
+        out[start : start + len(ra)] = np.where(known, thumbnail_match(sa, sb), np.nan)
     return out
 
 

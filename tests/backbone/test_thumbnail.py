@@ -1,4 +1,5 @@
-"""The thumbnail signal: unchanged by the edits the encoder can miss, different for different pictures."""
+"""The thumbnail signal: unchanged by the edits the encoder can miss, mirrored for flips, different for different
+pictures."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from PIL import ImageEnhance
 
 from birder_index.backbone.images import resize
 from birder_index.backbone.thumbnail import THUMB_DIM
+from birder_index.backbone.thumbnail import mirrored
 from birder_index.backbone.thumbnail import thumbnail
 from birder_index.backbone.thumbnail import thumbnail_correlation
+from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.backbone.thumbnail import thumbnail_vectors
 from tests.helpers import photo
 
@@ -56,8 +59,16 @@ def test_different_pictures_correlate_below_it() -> None:
     corr = thumbnail_vectors(thumbs) @ thumbnail_vectors(thumbs).T
     assert np.allclose(np.diag(corr), 1.0, atol=1e-5)
     assert corr[~np.eye(8, dtype=bool)].max() < 0.9
-    flipped = _thumb(photo(0, (400, 300)).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-    assert thumbnail_correlation(thumbs[:1], flipped)[0] < 0.98  # a flip is the encoder's to find
+    assert thumbnail_match(thumbs, thumbs[::-1])[:4].max() < 0.9  # mirrored either
+
+
+def test_a_mirrored_copy_matches_its_original_mirrored() -> None:
+    img = photo(0, (400, 300))
+    flipped = _thumb(_jpeg(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 40))
+    assert thumbnail_correlation(_thumb(img), flipped)[0] < 0.9  # straight, a flip is a different picture
+    assert thumbnail_match(_thumb(img), flipped)[0] >= 0.98
+    assert thumbnail_match(flipped, _thumb(img))[0] == pytest.approx(thumbnail_match(_thumb(img), flipped)[0])
+    assert np.array_equal(mirrored(mirrored(flipped)), flipped)
 
 
 def test_flat_and_missing_thumbnails_match_nothing() -> None:
