@@ -289,11 +289,13 @@ def planted(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x, dup / np.linalg.norm(dup, axis=1, keepdims=True)]), src
 
 
-def planted_thumbnails(n: int, src: np.ndarray, seed: int = 0, block: int = 1 << 16) -> np.ndarray:
+def planted_thumbnails(n: int, src: np.ndarray, seed: int = 0, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (n, 256) grey 16 x 16 thumbnails: random fields whose amplitude falls as 1/f^2, so that different
     images correlate as widely as the real photos' thumbnails do (mean |correlation| 0.26 here, 0.24 over the 54
     real photos: the pruning of the range join is no easier than on real ones); the last len(src) rows copy rows
-    src with a little noise (the planted duplicates)."""
+    src with a little noise (the planted duplicates). And (k, 2) pairs of other rows, k = n / 200, whose
+    embeddings are unrelated but whose thumbnails are copies, every other one mirrored: the thumbnails' own
+    planted pairs, found by the straight and the mirrored join alone."""
     rng = np.random.default_rng(seed)
     fy, fx = np.meshgrid(np.fft.fftfreq(16), np.fft.fftfreq(16), indexing="ij")
     amplitude = 1 / np.maximum(np.hypot(fx, fy), 1 / 16) ** 2
@@ -306,9 +308,16 @@ def planted_thumbnails(n: int, src: np.ndarray, seed: int = 0, block: int = 1 <<
         field = np.fft.ifft2(amplitude * rng.rayleigh(1.0, (m, 16, 16)) * np.exp(1j * phase)).real
         field /= field.std(axis=(1, 2), keepdims=True)
         out[start : start + m] = np.clip(128 + 40 * field, 0, 255).reshape(m, 256).astype(np.uint8)
-    noisy = out[src].astype(np.float32) + rng.normal(0, 2, (len(src), 256))
-    out[n_own:] = np.clip(noisy, 0, 255).astype(np.uint8)
-    return out
+    out[n_own:] = _noisy(out[src], rng)
+    pairs = np.sort(rng.choice(np.setdiff1d(np.arange(n_own), src), (n // 200, 2), replace=False), axis=1)
+    copies = out[pairs[:, 0]]
+    copies[1::2] = copies[1::2].reshape(-1, 16, 16)[:, :, ::-1].reshape(-1, 256)  # mirrored copies
+    out[pairs[:, 1]] = _noisy(copies, rng)
+    return out, pairs
+
+
+def _noisy(thumbs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(thumbs.astype(np.float32) + rng.normal(0, 2, thumbs.shape), 0, 255).astype(np.uint8)
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -335,15 +344,19 @@ def scale(args: argparse.Namespace) -> None:
         print(line, flush=True)
     if args.rows:
         x, src = planted(args.rows, args.dim)
-        thumbs = planted_thumbnails(args.rows, src) if args.thumbnails else None
+        thumbs, thumb_pairs = planted_thumbnails(args.rows, src) if args.thumbnails else (None, np.zeros((0, 2)))
         res = _ours(x, work / "big", args.threshold, thumbs)
         n_dup = args.rows // 100
         found = {tuple(p) for p in json.loads((work / "big" / "pairs.json").read_text())}
         planted_pairs = {(int(s), int(args.rows - n_dup + i)) for i, s in enumerate(src)}
-        print(f"{args.rows} x {args.dim}: deduplicated in {res['seconds']:.0f}s (import, index and tuning "
-              f"{res['import_s']:.0f}s before), peak memory {res['peak_mb']:.0f} MB, {res['pairs']} pairs, "
-              f"planted pairs found {len(found & planted_pairs) / len(planted_pairs):.3f}"
-              + (f", with thumbnails (bar {THUMBNAIL_MIN})" if args.thumbnails else ""))  # fmt: skip
+        line = (f"{args.rows} x {args.dim}: deduplicated in {res['seconds']:.0f}s (import, index and tuning "
+                f"{res['import_s']:.0f}s before), peak memory {res['peak_mb']:.0f} MB, {res['pairs']} pairs, "
+                f"planted pairs found {len(found & planted_pairs) / len(planted_pairs):.3f}")  # fmt: skip
+        if args.thumbnails:
+            hits = np.array([(int(a), int(b)) in found for a, b in thumb_pairs])
+            line += (f", with thumbnails (bar {THUMBNAIL_MIN}): thumbnail copies found {hits[0::2].mean():.3f}, "
+                     f"mirrored {hits[1::2].mean():.3f} ({len(hits)} planted)")  # fmt: skip
+        print(line)
 
 
 def _exact_pairs(x: np.ndarray, threshold: float, block: int = 4096) -> set[tuple[int, int]]:
