@@ -55,6 +55,8 @@ def test_self_join_equals_brute_force_straight_and_mirrored(monkeypatch: pytest.
     assert len(a) == len(expected)  # each pair once, and no symmetric thumbnail with itself
     both = set(Upright.of(lambda p: x[p], len(x), bar).both.tolist())
     assert set(range(400)) <= both and len(both) < len(x)  # those that lean not at all both ways, not every one
+    with_flat = np.concatenate([x, np.full((1, THUMB_DIM), 128, np.uint8)])
+    assert len(x) not in Upright.of(lambda p: with_flat[p], len(with_flat), bar).both  # flat: matches nothing
 
 
 def test_join_of_two_collections(monkeypatch: pytest.MonkeyPatch) -> None:
