@@ -167,9 +167,10 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
     if csv_file:
         with open(csv_file, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["group", "keeper", "path", "score", "kind", "thumbnail"])
+            w.writerow(["group", "keeper", "path", "score", "kind", "thumbnail", "mirrored"])
             for n, g in enumerate(result.groups, 1):
-                w.writerows([n, g.keeper.path, m.path, f"{m.score:.6f}", m.kind, _thumb(m)] for m in g.duplicates)
+                w.writerows([n, g.keeper.path, m.path, f"{m.score:.6f}", m.kind, _thumb(m), "yes" if m.mirrored else ""]
+                            for m in g.duplicates)  # fmt: skip
     if report:
         from birder_index.search.report import write_report
 
@@ -193,7 +194,7 @@ def _by_thumbnail(m: Any, result: Any) -> str:
     """Say so when a near duplicate is below the threshold: its thumbnail found it."""
     if m.kind != "near" or m.score >= result.threshold or m.thumbnail is None:
         return ""
-    return f"  (thumbnail {m.thumbnail:.4f})"
+    return f"  (thumbnail {m.thumbnail:.4f}{', mirrored' if m.mirrored else ''})"
 
 
 def _dedup_act(result: Any, root: Path | None, move_to: Path | None, delete: bool, yes: bool, plan: Path | None) -> int:

@@ -26,7 +26,8 @@ import numpy as np
 
 from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.thumbnail import has_thumbnail
-from birder_index.backbone.thumbnail import thumbnail_match
+from birder_index.backbone.thumbnail import mirrored
+from birder_index.backbone.thumbnail import thumbnail_correlation
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
@@ -61,6 +62,7 @@ class Member:
     score: float  # cosine similarity to the keeper
     kind: str  # "exact" (same bytes or same pixels) or "near"
     thumbnail: float | None = None  # thumbnail correlation to the keeper (None: either has no thumbnail)
+    mirrored: bool = False  # that correlation is with the keeper's thumbnail mirrored (higher than straight)
 
 
 @dataclass
@@ -97,6 +99,8 @@ def _member_json(m: Member) -> dict[str, object]:
     out: dict[str, object] = {"path": m.path, "score": round(m.score, 6), "kind": m.kind}
     if m.thumbnail is not None:
         out["thumbnail"] = round(m.thumbnail, 4)
+    if m.mirrored:
+        out["mirrored"] = True
     return out
 
 
@@ -151,18 +155,21 @@ def _row_dots(fetch_a: Fetch, fetch_b: Fetch, a: np.ndarray, b: np.ndarray, chun
 
 def thumbnail_scores(
     index: Index, a: np.ndarray, b: np.ndarray, against: Index | None = None, chunk: int = 1 << 16
-) -> np.ndarray:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Thumbnail correlation of pairs of image ids (a from `index`, b from `against` or `index`), the better of
-    straight and mirrored; nan where either image has no thumbnail to compare (flat, or indexed before)."""
+    straight and mirrored (nan where either image has no thumbnail to compare: flat, or indexed before), and
+    whether it is the mirrored one."""
     other = against or index
-    out = np.full(len(a), np.nan, np.float32)
+    out, turned = np.full(len(a), np.nan, np.float32), np.zeros(len(a), bool)
     for start in range(0, len(a), chunk):  # bounded memory, as in `same_colours`
         ra, _ = index.rows_of(a[start : start + chunk])
         rb, _ = other.rows_of(b[start : start + chunk])
         sa, sb = read_signatures(index.thumbnails(), ra), read_signatures(other.thumbnails(), rb)
         known = has_thumbnail(sa) & has_thumbnail(sb)
-        out[start : start + len(ra)] = np.where(known, thumbnail_match(sa, sb), np.nan)
-    return out
+        straight, flipped = thumbnail_correlation(sa, sb), thumbnail_correlation(mirrored(sa), sb)
+        out[start : start + len(ra)] = np.where(known, np.maximum(straight, flipped), np.nan)
+        turned[start : start + len(ra)] = known & (flipped > straight)
+    return out, turned
 
 
 def _missing(signatures: Callable[[Index], VectorStore], on: float, *indexes: Index) -> int:
@@ -308,14 +315,15 @@ def _with_thumbnails(index: Index, groups: list[Group], against: Index | None = 
     """Each duplicate's thumbnail correlation to its keeper (keepers from `against` when given)."""
     members = np.array([m.id for g in groups for m in g.duplicates], np.int64)
     keepers = np.array([g.keeper.id for g in groups for _ in g.duplicates], np.int64)
-    corr = thumbnail_scores(index, members, keepers, against).tolist()
+    corr, turned = thumbnail_scores(index, members, keepers, against)
     start = 0
     for g in groups:
-        mine = corr[start : start + len(g.duplicates)]
+        end = start + len(g.duplicates)
         g.duplicates = [
-            replace(m, thumbnail=None if np.isnan(c) else c) for m, c in zip(g.duplicates, mine, strict=True)
+            replace(m, thumbnail=None if np.isnan(c) else float(c), mirrored=bool(t))
+            for m, c, t in zip(g.duplicates, corr[start:end], turned[start:end], strict=True)
         ]
-        start += len(mine)
+        start = end
 
 
 def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group]) -> None:

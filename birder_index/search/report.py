@@ -53,7 +53,7 @@ def _card(m: Member, keeper: bool) -> str:
     tag = "keeper" if keeper else m.kind
     score = "" if keeper else f" similarity {m.score:.4f}"
     if not keeper and m.thumbnail is not None:
-        score += f", thumbnail {m.thumbnail:.4f}"
+        score += f", thumbnail {m.thumbnail:.4f}{' mirrored' if m.mirrored else ''}"
     img = f'<img src="{uri}" alt="">' if uri else "<div>unreadable</div>"
     return (f'<div class="card{" keeper" if keeper else ""}">{img}<span class="tag {tag}">{tag}</span>{score}'
             f"<br>{html.escape(resolution)}, {size}<br>{html.escape(m.path)}</div>")  # fmt: skip

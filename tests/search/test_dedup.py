@@ -140,7 +140,7 @@ def test_cli_outputs_dry_run_move_and_undo(dup_photos: Path, tmp_path: Path) -> 
         cli, ["dedup", "--index-dir", index_dir, "--threshold", "0.97", "--csv", str(csv_file), "--report", str(report)]
     )
     rows = list(csv.DictReader(csv_file.read_text().splitlines()))
-    assert rows and set(rows[0]) == {"group", "keeper", "path", "score", "kind", "thumbnail"}
+    assert rows and set(rows[0]) == {"group", "keeper", "path", "score", "kind", "thumbnail", "mirrored"}
     page = report.read_text()
     assert page.count("data:image/jpeg;base64,") >= 2 and "keeper" in page
 
@@ -278,10 +278,13 @@ def test_thumbnails_find_a_copy_the_embeddings_score_below_the_threshold(
     assert _names(found) == [("sky.png", ["sky_q15.jpg"])]
     member = found.groups[0].duplicates[0]
     assert member.kind == "near" and member.score < t and np.isclose(cos, member.score, atol=1e-5).any()
-    assert member.thumbnail is not None and member.thumbnail >= 0.98
+    assert member.thumbnail is not None and member.thumbnail >= 0.98 and member.mirrored == mirror
     assert _names(across) == [("sky.png", ["sky_q15.jpg"])]  # the test set's copy of a training photo
+    assert across.groups[0].duplicates[0].mirrored == mirror
     out = CliRunner().invoke(cli, ["dedup", "--index-dir", str(folder / ".birder-index"), "--threshold", f"{t:.6f}"])
     assert out.exit_code == 0 and "or thumbnail 0.980" in out.output and "(thumbnail 0.99" in out.output
+    assert (", mirrored)" in out.output) == mirror
+    assert found.to_json()["groups"][0]["duplicates"][0].get("mirrored", False) == mirror
     off = CliRunner().invoke(
         cli, ["dedup", "--index-dir", str(folder / ".birder-index"), "--threshold", f"{t:.6f}", "--thumbnail", "0"]
     )
