@@ -70,18 +70,22 @@ def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", thumbnail_vectors(a), thumbnail_vectors(b))
 
 
-def upright(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thumbnail vectors (`thumbnail_vectors`) turned to lean right, and how little each leans.
+def lean(vectors: np.ndarray) -> np.ndarray:
+    """How each thumbnail vector (`thumbnail_vectors`) leans: its correlation with a left-to-right ramp, which
+    mirroring negates."""
+    return vectors @ _RAMP
 
-    A thumbnail's lean is its correlation with a left-to-right ramp: mirroring negates it, so a thumbnail and
-    its mirror image come out the same, and one range join over upright thumbnails meets straight and mirrored
-    copies alike. Copies can only be turned opposite ways when both lean little: vectors with correlation >= c
-    lean within sqrt(2 - 2c) of each other (the ramp has unit length), so the join also compares, turned the
-    other way, those leaning less than `ambiguous_lean(c)` -> (upright vectors, |lean|)."""
-    lean = vectors @ _RAMP
+
+def upright(vectors: np.ndarray) -> np.ndarray:
+    """Thumbnail vectors turned to lean right (mirrored where they lean left), so that a thumbnail and its mirror
+    image come out the same, and one range join over upright thumbnails meets straight and mirrored copies alike.
+    Copies can only be turned opposite ways when both lean little: vectors with correlation >= c lean within
+    sqrt(2 - 2c) of each other (the ramp has unit length), so the join also compares, turned the other way, those
+    leaning less than `ambiguous_lean(c)`."""
+    left = lean(vectors) < 0
     out = vectors.copy()
-    out[lean < 0] = mirrored(vectors[lean < 0])
-    return out, np.abs(lean)
+    out[left] = mirrored(vectors[left])
+    return out
 
 
 def ambiguous_lean(bar: float) -> float:
@@ -89,7 +93,8 @@ def ambiguous_lean(bar: float) -> float:
     return math.sqrt(max(0.0, 2.0 - 2.0 * bar)) / 2 + 1e-4  # + float32 rounding
 
 
-def thumbnail_match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise, the better of the straight and the mirrored correlation: a copy flipped left to right matches
-    its original as well as a straight copy does."""
-    return np.maximum(thumbnail_correlation(a, b), thumbnail_correlation(mirrored(a), b))
+def thumbnail_match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise, the better of the straight and the mirrored correlation (a copy flipped left to right matches its
+    original as well as a straight copy does), and whether it is the mirrored one."""
+    straight, flipped = thumbnail_correlation(a, b), thumbnail_correlation(mirrored(a), b)
+    return np.maximum(straight, flipped), flipped > straight

@@ -219,13 +219,13 @@ def calibrate(
     owners_a = np.array(owners)
     pos = np.einsum("ij,ij->i", orig[owners_a], var)
     pos = np.where(colour_similarity(sig_orig[owners_a], sig_var) >= colour_min, pos, -np.inf)  # never found
-    pos_thumb = thumbnail_match(th_orig[owners_a], th_var)
+    pos_thumb, _ = thumbnail_match(th_orig[owners_a], th_var)
     iu = np.triu_indices(len(orig), 1)
     passing = colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min  # the others are never found
     fine = thumbnails(pixels[: len(originals)], COPY_SIDE)
-    copies = passing & (thumbnail_match(fine[iu[0]], fine[iu[1]]) >= COPY_MIN)
+    copies = passing & (thumbnail_match(fine[iu[0]], fine[iu[1]])[0] >= COPY_MIN)
     a, b = iu[0][passing & ~copies], iu[1][passing & ~copies]
-    neg, neg_thumb = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_match(th_orig[a], th_orig[b])
+    neg, (neg_thumb, _) = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_match(th_orig[a], th_orig[b])
     copy_scores = np.einsum("ij,ij->i", orig[iu[0][copies]], orig[iu[1][copies]])
     threshold, reached, duplicates = choose_threshold(pos, neg, precision, copy_scores)
     bar, with_thumbs = choose_thumbnail_min(pos, pos_thumb, neg, neg_thumb, threshold, duplicates, precision)

@@ -26,8 +26,7 @@ import numpy as np
 
 from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.thumbnail import has_thumbnail
-from birder_index.backbone.thumbnail import mirrored
-from birder_index.backbone.thumbnail import thumbnail_correlation
+from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
@@ -166,9 +165,9 @@ def thumbnail_scores(
         rb, _ = other.rows_of(b[start : start + chunk])
         sa, sb = read_signatures(index.thumbnails(), ra), read_signatures(other.thumbnails(), rb)
         known = has_thumbnail(sa) & has_thumbnail(sb)
-        straight, flipped = thumbnail_correlation(sa, sb), thumbnail_correlation(mirrored(sa), sb)
-        out[start : start + len(ra)] = np.where(known, np.maximum(straight, flipped), np.nan)
-        turned[start : start + len(ra)] = known & (flipped > straight)
+        corr, flipped = thumbnail_match(sa, sb)
+        out[start : start + len(ra)] = np.where(known, corr, np.nan)
+        turned[start : start + len(ra)] = known & flipped
     return out, turned
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from birder_index.backbone.thumbnail import ambiguous_lean
+from birder_index.backbone.thumbnail import lean
 from birder_index.backbone.thumbnail import mirrored
 from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.backbone.thumbnail import upright
@@ -56,11 +57,11 @@ class Upright:
 
     @classmethod
     def of(cls, read: Read, n: int, bar: float) -> Upright:
-        lean, flat = np.zeros(n, np.float32), np.zeros(n, bool)
+        leans, flat = np.zeros(n, np.float32), np.zeros(n, bool)
         for start in range(0, n, CHUNK):
             v = thumbnail_vectors(read(np.arange(start, min(start + CHUNK, n))))
-            lean[start : start + len(v)], flat[start : start + len(v)] = upright(v)[1], ~v.any(axis=1)
-        return cls(read, n, np.nonzero((lean < ambiguous_lean(bar)) & ~flat)[0])  # flat ones match nothing
+            leans[start : start + len(v)], flat[start : start + len(v)] = np.abs(lean(v)), ~v.any(axis=1)
+        return cls(read, n, np.nonzero((leans < ambiguous_lean(bar)) & ~flat)[0])  # flat ones match nothing
 
     def __len__(self) -> int:
         return self.n + len(self.both)
@@ -72,7 +73,7 @@ class Upright:
         return out
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
-        v, _ = upright(thumbnail_vectors(self.read(self.image(positions))))
+        v = upright(thumbnail_vectors(self.read(self.image(positions))))
         turn = positions >= self.n
         v[turn] = mirrored(v[turn])
         return v
