@@ -45,6 +45,8 @@ from synthetic import Generator
 
 from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.images import open_upright
+from birder_index.backbone.thumbnail import mirrored
+from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
@@ -261,10 +263,11 @@ def thumbnail_check(index: Index, truth: dict[str, tuple[str, str]], paired: flo
     """Where the thumbnail bar must sit: how alike the thumbnails of different pictures get when the encoder does
     not already pair them (cosine below `paired`, colours agreeing), and the JPEG copies the encoder scores lowest."""
     names, x, sig = collection_arrays(index)
-    thumbs = thumbnail_vectors(read_signatures(index.thumbnails(), index.id_rows()[1]))
+    stored = read_signatures(index.thumbnails(), index.id_rows()[1])
+    thumbs = thumbnail_vectors(stored)
     a, b = np.triu_indices(len(names), 1)
     family = np.array([truth[n][0] for n in names])
-    cos, corr = np.einsum("ij,ij->i", x[a], x[b]), np.einsum("ij,ij->i", thumbs[a], thumbs[b])
+    cos, (corr, _) = np.einsum("ij,ij->i", x[a], x[b]), thumbnail_match(stored[a], stored[b])  # as dedup compares
     apart = (family[a] != family[b]) & (colour_similarity(sig[a], sig[b]) >= COLOUR_MIN) & (cos < paired)
     pos = {n: k for k, n in enumerate(names)}
     jpegs = [(pos[n.split("__")[0] + ".png"], pos[n]) for n in names if truth[n][1] == "jpeg"]
@@ -311,7 +314,7 @@ def planted_thumbnails(n: int, src: np.ndarray, seed: int = 0, block: int = 1 <<
     out[n_own:] = _noisy(out[src], rng)
     pairs = np.sort(rng.choice(np.setdiff1d(np.arange(n_own), src), (n // 200, 2), replace=False), axis=1)
     copies = out[pairs[:, 0]]
-    copies[1::2] = copies[1::2].reshape(-1, 16, 16)[:, :, ::-1].reshape(-1, 256)  # mirrored copies
+    copies[1::2] = mirrored(copies[1::2])
     out[pairs[:, 1]] = _noisy(copies, rng)
     return out, pairs
 
