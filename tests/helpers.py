@@ -121,6 +121,14 @@ def save_vit(
     return path
 
 
+def gradient(seed: int) -> Image.Image:
+    """A smooth grey gradient: heavy JPEG bands it, which moves a recognition encoder more than its pixels."""
+    yy, xx = np.mgrid[0:240, 0:320] / 320
+    a, b = np.random.default_rng(seed).uniform(1, 4, 2)
+    grey = 100 + 50 * np.sin(a * xx + b * yy) + 8 * np.sin(7 * xx * yy)
+    return Image.fromarray(np.repeat(grey[..., None], 3, -1).clip(0, 255).astype(np.uint8))
+
+
 def photo(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
     """A distinct, photo-like picture (smooth colour fields plus texture) for each seed."""
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ from birder_index.backbone.thumbnail import thumbnail
 from birder_index.backbone.thumbnail import thumbnail_correlation
 from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.backbone.thumbnail import thumbnail_vectors
+from tests.helpers import gradient
 from tests.helpers import photo
 
 SIZE = (224, 224)
@@ -32,18 +33,9 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def _gradient(seed: int) -> Image.Image:
-    """A smooth grey gradient with a faint swirl: what a recognition encoder scores low after heavy JPEG."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:300, 0:400] / 400
-    a, b, c = rng.uniform(1, 3, 3)
-    grey = 110 + 40 * np.sin(a * xx + b * yy + c) + 6 * np.sin(9 * xx * yy)
-    return Image.fromarray(np.repeat(grey[..., None], 3, -1).clip(0, 255).astype(np.uint8))
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_copies_correlate_above_the_default_bar(seed: int) -> None:
-    for img in (photo(seed, (400, 300)), _gradient(seed)):
+    for img in (photo(seed, (400, 300)), gradient(seed)):
         original = _thumb(img)
         copies = {
             "jpeg30": _jpeg(img, 30),

@@ -24,6 +24,7 @@ from birder_index.indexer import open_index
 from birder_index.search.dedup import DedupResult
 from birder_index.search.dedup import find_duplicates
 from birder_index.search.dedup import near_pairs
+from tests.helpers import gradient
 from tests.helpers import photo
 
 OPTS = BuildOptions(workers=0)
@@ -236,14 +237,6 @@ def _names(result: DedupResult) -> list[tuple[str, list[str]]]:
     return [(Path(g.keeper.path).name, sorted(Path(m.path).name for m in g.duplicates)) for g in result.groups]
 
 
-def _smooth(seed: int) -> Image.Image:
-    """A smooth grey gradient: heavy JPEG bands it, which moves a recognition encoder more than its pixels."""
-    yy, xx = np.mgrid[0:240, 0:320] / 320
-    a, b = np.random.default_rng(seed).uniform(1, 4, 2)
-    grey = 100 + 50 * np.sin(a * xx + b * yy) + 8 * np.sin(7 * xx * yy)
-    return Image.fromarray(np.repeat(grey[..., None], 3, -1).clip(0, 255).astype(np.uint8))
-
-
 def _symmetric(seed: int) -> Image.Image:
     """A picture that is its own mirror image: its mirrored thumbnail matches itself, which is no duplicate."""
     half = np.asarray(photo(seed, (160, 240)))
@@ -257,10 +250,10 @@ def test_thumbnails_find_a_copy_the_embeddings_score_below_the_threshold(
     train, test, folder = tmp_path / "train", tmp_path / "test", tmp_path / "photos"
     for f in (train, test, folder):
         f.mkdir()
-    _smooth(1).save(train / "sky.png")
+    gradient(1).save(train / "sky.png")
     photo(2, (320, 240)).save(train / "field.png")
     _symmetric(3).save(train / "kite.png")
-    copy = _smooth(1).transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirror else _smooth(1)
+    copy = gradient(1).transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirror else gradient(1)
     copy.save(test / "sky_q15.jpg", quality=15)
     for f in (train, test):
         shutil.copytree(f, folder, dirs_exist_ok=True)
