@@ -50,6 +50,12 @@ from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.dedup.calibrate import _rotate
+from birder_index.dedup.calibrate import _sample
+from birder_index.dedup.calibrate import calibrate
+from birder_index.dedup.find import COLOUR_MIN
+from birder_index.dedup.find import THUMBNAIL_MIN
+from birder_index.dedup.find import find_duplicates
 from birder_index.indexer import Index
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
@@ -58,12 +64,6 @@ from birder_index.indexer import open_index
 from birder_index.indexer.signatures import THUMBNAILS
 from birder_index.indexer.signatures import read_signatures
 from birder_index.indexer.vectors import normalize
-from birder_index.search.calibrate import _rotate
-from birder_index.search.calibrate import _sample
-from birder_index.search.calibrate import calibrate
-from birder_index.search.dedup import COLOUR_MIN
-from birder_index.search.dedup import THUMBNAIL_MIN
-from birder_index.search.dedup import find_duplicates
 
 SAME_PICTURE = [r"mate_abstract_Elephants", r"sway_Sway_Wallpaper_Blue"]  # one picture at several sizes
 KINDS = ("resize", "jpeg", "crop", "flip", "rotate", "brightness", "grey", "text", "lossless")
@@ -396,7 +396,7 @@ def _ours(x: np.ndarray, work: Path, threshold: float, thumbs: np.ndarray | None
     np.save(work / "x.npy", x)
     (work / "p.txt").write_text("\n".join(str(i) for i in range(len(x))))
     t0 = time.perf_counter()
-    import_embeddings(work / "x.npy", work / "index", work / "p.txt")
+    import_embeddings(work / "x.npy", work / "index", paths_file=work / "p.txt")
     if thumbs is not None:  # as a build would have stored them, row for row with the embeddings
         (work / "index" / THUMBNAILS.file).write_bytes(thumbs.tobytes())
         with open_index(work / "index") as index, session_scope(index.engine) as se:
@@ -405,7 +405,7 @@ def _ours(x: np.ndarray, work: Path, threshold: float, thumbs: np.ndarray | None
     (work / "x.npy").unlink()
     code = (
         f"import json, sys, time\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom peak import peak_rss_mb\n"
-        "from birder_index.indexer import open_index\nfrom birder_index.search.dedup import find_duplicates\n"
+        "from birder_index.indexer import open_index\nfrom birder_index.dedup.find import find_duplicates\n"
         f"t0 = time.perf_counter()\nindex = open_index({str(work / 'index')!r})\n"
         f"r = find_duplicates(index, {threshold})\ns = time.perf_counter() - t0\n"
         "paths = {i: int(p) for i, p in enumerate(open(%r).read().split(), 1)}\n"

@@ -134,7 +134,7 @@ def end_to_end(
     spec = ModelSpec(weights=weights, precision="float32" if exact else "auto")
     options = BuildOptions(batch_size=batch, workers=workers, exact=exact, compile=compile)
     with tempfile.TemporaryDirectory() as tmp:
-        report = build_index(photos, Path(tmp) / "index", spec, options)
+        report = build_index(photos, index_dir=Path(tmp) / "index", spec=spec, options=options)
     return report.images_per_second, report.compile_seconds
 
 

@@ -29,16 +29,16 @@ from realdata import SHARED_PT2
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.fewshot.classifiers import KnnClassifier
+from birder_index.fewshot.classifiers import PrototypeClassifier
+from birder_index.fewshot.classifiers import fit_classes
+from birder_index.fewshot.evaluate import sample_k_shot
+from birder_index.fewshot.labels import label_folder_or_csv
+from birder_index.fewshot.probe import fit_probe
+from birder_index.fewshot.probe import fit_probe_streaming
+from birder_index.fewshot.probe import stratified_folds
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import open_index
-from birder_index.search.fewshot import Knn
-from birder_index.search.fewshot import Prototype
-from birder_index.search.fewshot import fit_classes
-from birder_index.search.labels import label_folder_or_csv
-from birder_index.search.probe import fit_probe
-from birder_index.search.probe import fit_probe_streaming
-from birder_index.search.probe_eval import sample_k_shot
-from birder_index.search.probe_eval import stratified_folds
 
 DIGITS_SCRIPT = SHARED_PT2.parents[1] / "datasets" / "digits.py"
 
@@ -143,9 +143,11 @@ def kshot_table(x: np.ndarray, y: np.ndarray, classes: list[str], draws: int = 5
         for draw in range(draws):
             train = sample_k_shot(y, shots, np.random.default_rng(draw))
             test = np.setdiff1d(np.arange(len(y)), train)
-            res["ours_knn"].append(_acc(Knn.fit(x[train], y[train], classes, k).scores(x[test]), y[test]))
+            res["ours_knn"].append(_acc(KnnClassifier.fit(x[train], y[train], classes, k=k).scores(x[test]), y[test]))
             res["ref_knn"].append(float((birder_knn(x[train], y[train], x[test], k) == y[test]).mean()))
-            res["ours_proto"].append(_acc(Prototype.fit(x[train], y[train], classes).scores(x[test]), y[test]))
+            res["ours_proto"].append(
+                _acc(PrototypeClassifier.fit(x[train], y[train], classes).scores(x[test]), y[test])
+            )
             res["ref_proto"].append(float((birder_simpleshot(x[train], y[train], x[test]) == y[test]).mean()))
         m = {key: 100 * np.mean(v) for key, v in res.items()}
         knn = f"{m['ours_knn']:9.2f}% {m['ref_knn']:16.2f}%"

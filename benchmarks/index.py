@@ -90,13 +90,13 @@ def run_ours(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, label: str, work: P
     np.save(work / "xb.npy", xb)
     (work / "paths.txt").write_text("\n".join(f"v{i}" for i in range(len(xb))))
     t0 = time.perf_counter()
-    report = import_embeddings(work / "xb.npy", work / "index", work / "paths.txt")
+    report = import_embeddings(work / "xb.npy", work / "index", paths_file=work / "paths.txt")
     total = time.perf_counter() - t0
     with open_index(work / "index") as index:
         state = index.ann()
         ids, _ = index.id_rows()
         assert np.array_equal(ids, np.arange(1, len(xb) + 1)), "a fresh import numbers its rows 1..N"
-        I, qb, qs = timed_search(lambda x: nearest(index, x, K)[1], xq)
+        I, qb, qs = timed_search(lambda x: nearest(index, x, k=K)[1], xq)
         I = I - 1  # image ids -> positions in xb
         ram = serialized_size(state.index)
         disk = sum(p.stat().st_size for p in (work / "index").iterdir())

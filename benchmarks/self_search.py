@@ -18,8 +18,8 @@ import numpy as np
 from birder_index import ModelSpec
 from birder_index import build_index
 from birder_index import open_index
-from birder_index.search.knn import embed_files
 from birder_index.search.knn import search_vectors
+from birder_index.search.queries import embed_files
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     index_dir = args.index_dir or Path(tempfile.mkdtemp()) / "index"
     t0 = time.perf_counter()
-    report = build_index(args.photos, index_dir, ModelSpec(weights=args.weights))
+    report = build_index(args.photos, index_dir=index_dir, spec=ModelSpec(weights=args.weights))
     print(f"build: {report.indexed} indexed, {report.failed} failed in {time.perf_counter() - t0:.1f}s")
     with open_index(index_dir) as index:
         files = [str(args.photos.resolve() / p) for p in _indexed_paths(index)]

@@ -33,7 +33,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp())
     make_corpus(root / "photos", args.images)
     weights = save_vit(root, "vit_reg4_b16", "pt")
-    build_index(root / "photos", root / "reference", ModelSpec(weights=weights), BuildOptions(workers=0, batch_size=2))
+    build_index(
+        root / "photos",
+        index_dir=root / "reference",
+        spec=ModelSpec(weights=weights),
+        options=BuildOptions(workers=0, batch_size=2),
+    )
     rng = random.Random(args.seed)
     passed, mid_build = 0, 0
     t0 = time.perf_counter()

@@ -1,40 +1,14 @@
 """birder-index: embedding-based image similarity search with birder's image encoders, FAISS and SQLite.
 
-from birder_index import ModelSpec, build_index, open_index, search_images
-build_index("photos/", spec=ModelSpec(weights=Path("model.pt2")))
-with open_index("photos/.birder-index") as index:
-    results = search_images(index, ["photo.jpg"], k=5)
+    from birder_index import ModelSpec, build_index, open_index, search_images
+    build_index("photos/", spec=ModelSpec(weights=Path("model.pt2")))
+    with open_index("photos/.birder-index") as index:
+        results = search_images(index, ["photo.jpg"], k=5)
+
+Names are exported lazily (`__init__.pyi` lists them): `import birder_index` loads neither torch nor FAISS until
+a name that needs them is used (docs/api.md).
 """
 
-from typing import Any
+import lazy_loader
 
-from birder_index.backbone import list_backbones
-from birder_index.indexer import BuildOptions
-from birder_index.indexer import ModelSpec
-from birder_index.indexer import build_index
-from birder_index.indexer import import_embeddings
-from birder_index.indexer import open_index
-from birder_index.search import nearest
-from birder_index.search import search_images
-from birder_index.search import search_vectors
-
-__all__ = [
-    "BuildOptions",
-    "ModelSpec",
-    "build_index",
-    "import_embeddings",
-    "list_backbones",
-    "load_backbone",
-    "nearest",
-    "open_index",
-    "search_images",
-    "search_vectors",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "load_backbone":  # imports torch: only on first use
-        from birder_index.backbone.load import load_backbone
-
-        return load_backbone
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

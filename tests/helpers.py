@@ -35,7 +35,7 @@ def signature(size: int, num_classes: int) -> dict[str, list[dict[str, list[int]
 def tiny_vit(arch: str = "vit_reg4_b16", size: int = 32, num_classes: int = 0, seed: int = 0) -> ViT:
     torch.manual_seed(seed)
     cfg = merge_config(registry.architecture_config(arch), TINY)
-    net = ViT(cfg, (size, size), num_classes)
+    net = ViT(cfg, (size, size), num_classes=num_classes)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.1)

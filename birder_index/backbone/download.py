@@ -35,7 +35,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str, progress: bool = True) -> Path:
+def download(url: str, dest: Path, sha256: str, *, progress: bool = True) -> Path:
     """Fetch `url` to `dest` unless a file with the right sha256 is already there.
 
     The bytes go to `dest.<uuid>.partial` and are renamed only once the sha256 matches, so an interrupted or

@@ -32,6 +32,7 @@ class Encoder:
         info: ModelInfo,
         embed_fn: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
+        *,
         precision: str = "auto",
         classify_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         static_batch: int | None = None,

@@ -44,7 +44,7 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def open_upright(source: bytes | Path, draft_size: tuple[int, int] | None = None) -> tuple[Image.Image, int, int]:
+def open_upright(source: bytes | Path, *, draft_size: tuple[int, int] | None = None) -> tuple[Image.Image, int, int]:
     """Decode the first frame as RGB with its EXIF orientation applied; returns (image, width, height).
 
     `draft_size` lets a JPEG decode at the smallest DCT scale that still covers that size; width and height are
@@ -113,7 +113,7 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def resize(img: Image.Image, size: tuple[int, int], fast: bool = False) -> np.ndarray:
+def resize(img: Image.Image, size: tuple[int, int], *, fast: bool = False) -> np.ndarray:
     """Squash-resize to (H, W) with antialiased bicubic (PIL's BICUBIC, as birder) -> uint8 (3, H, W)."""
     h, w = size
     # reducing_gap: a box pre-reduction by an integer factor for images several times too big (fast path only).
@@ -121,7 +121,7 @@ def resize(img: Image.Image, size: tuple[int, int], fast: bool = False) -> np.nd
     return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def decode(source: bytes | Path, size: tuple[int, int], fast: bool = False) -> Decoded:
+def decode(source: bytes | Path, size: tuple[int, int], *, fast: bool = False) -> Decoded:
     """One photo to model-ready pixels; raises ImageError with a short reason."""
     img, width, height = open_upright(source, draft_size=size if fast else None)
-    return Decoded(resize(img, size, fast), width, height)
+    return Decoded(resize(img, size, fast=fast), width, height)

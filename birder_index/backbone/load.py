@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 def load_backbone(
     model: str | None = None,
-    weights: str | Path | None = None,
     *,
+    weights: str | Path | None = None,
     size: int | tuple[int, int] | None = None,
     device: str | None = None,
     precision: str = "auto",
@@ -145,7 +145,12 @@ def _vit_encoder(
     info = ModelInfo(name, arch, sha256, cfg.hidden_dim, _preprocess(ckpt, net.size), _classes(ckpt))
     classify = net.classify if net.classifier is not None else None
     return Encoder(
-        info, net.embedding, device, precision, classify_fn=classify, set_explicit_attention=net.set_explicit_attention
+        info,
+        net.embedding,
+        device,
+        precision=precision,
+        classify_fn=classify,
+        set_explicit_attention=net.set_explicit_attention,
     )
 
 
@@ -176,7 +181,9 @@ def _pt2_encoder(
     # bf16 autocast moved the shared EfficientNet's embeddings to cosine 0.962 of float32 (median 0.9986), far
     # from the 0.999 a ViT keeps (benchmarks/embed.py): an arbitrary export runs float32 unless bf16 is asked for.
     precision = "float32" if precision == "auto" else precision
-    return Encoder(info, module, device, precision, static_batch=static_batch, channels_last=True, micro_batch=micro)
+    return Encoder(
+        info, module, device, precision=precision, static_batch=static_batch, channels_last=True, micro_batch=micro
+    )
 
 
 def _input_shape(program: torch.export.ExportedProgram) -> list[int | torch.SymInt]:

@@ -35,7 +35,7 @@ class PretrainedWeights:
         return self.url.rsplit("/", 1)[-1]
 
 
-def register_architecture(name: str, cfg: ViTConfig, aliases: tuple[str, ...] = ()) -> None:
+def register_architecture(name: str, cfg: ViTConfig, *, aliases: tuple[str, ...] = ()) -> None:
     if name in _ARCHITECTURES:
         warnings.warn(f"architecture {name} registered twice; the last one wins", stacklevel=2)
     _ARCHITECTURES[name] = cfg

@@ -25,18 +25,18 @@ THUMB_DIM = SIDE * SIDE
 MIN_CONTRAST = 2.0  # grey levels (standard deviation) below which a thumbnail is flat: nothing to correlate
 
 
-def thumbnail(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
+def thumbnail(pixels: np.ndarray, *, side: int = SIDE) -> np.ndarray:
     """uint8 (3, H, W) pixels -> uint8 (side * side,) grey levels of a side x side box-filtered thumbnail."""
     grey = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), pixels.astype(np.float32), axes=1)
     img = Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8))
     return np.asarray(img.resize((side, side), Image.Resampling.BOX), np.uint8).ravel()
 
 
-def thumbnails(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
+def thumbnails(pixels: np.ndarray, *, side: int = SIDE) -> np.ndarray:
     """uint8 (N, 3, H, W) -> uint8 (N, side * side)."""
     out = np.zeros((len(pixels), side * side), np.uint8)
     for i, p in enumerate(pixels):
-        out[i] = thumbnail(p, side)
+        out[i] = thumbnail(p, side=side)
     return out
 
 

@@ -74,7 +74,7 @@ class _Encoder(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, cfg: ViTConfig, size: tuple[int, int], num_classes: int = 0) -> None:
+    def __init__(self, cfg: ViTConfig, size: tuple[int, int], *, num_classes: int = 0) -> None:
         super().__init__()
         if size[0] % cfg.patch_size or size[1] % cfg.patch_size:
             raise CheckpointError(f"input size {size[0]}x{size[1]} is not divisible by the patch size {cfg.patch_size}")
@@ -142,7 +142,7 @@ class ViT(nn.Module):
 
 
 def resize_pos_embedding(
-    pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], num_prefix: int, antialias: bool = True
+    pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], num_prefix: int, *, antialias: bool = True
 ) -> torch.Tensor:
     """Bicubic resize of the patch rows of a (1, S + N, D) position embedding; special-token rows are kept."""
     prefix, grid = pos[:, :num_prefix], pos[:, num_prefix:]
@@ -197,7 +197,7 @@ def infer_config(state: dict[str, torch.Tensor]) -> ViTConfig:
 def load_vit(cfg: ViTConfig, state: dict[str, torch.Tensor], size: tuple[int, int], num_classes: int, arch: str) -> ViT:
     """Build a ViT and load `state` strictly; a mismatch is one CheckpointError naming the first bad keys."""
     state = upgrade_legacy_keys(state)
-    net = ViT(cfg, size, num_classes)
+    net = ViT(cfg, size, num_classes=num_classes)
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

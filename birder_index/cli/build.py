@@ -79,7 +79,7 @@ def build(
         compile=compile_model,
     )
     with _ProgressBar() as bar:
-        report = build_index(photos, index_dir, spec, options, progress=bar)
+        report = build_index(photos, index_dir=index_dir, spec=spec, options=options, progress=bar)
     click.echo(build_summary(report))
     if report.interrupted:
         sys.exit(130)

@@ -91,26 +91,33 @@ def dedup(
         birder-index dedup --move-to ../duplicates --yes
         birder-index dedup --index-dir test/.birder-index --against train/.birder-index --json -
     """
+    from birder_index.dedup import COLOUR_MIN
+    from birder_index.dedup import THUMBNAIL_MIN
+    from birder_index.dedup import find_duplicates
+    from birder_index.dedup import resolve_threshold
+    from birder_index.dedup import undo_plan
     from birder_index.indexer import open_index
-    from birder_index.search import dedup_actions
-    from birder_index.search.calibrate import resolve_threshold
-    from birder_index.search.dedup import COLOUR_MIN
-    from birder_index.search.dedup import THUMBNAIL_MIN
-    from birder_index.search.dedup import find_duplicates
 
     if undo is not None:
-        click.echo(f"{dedup_actions.undo_plan(undo)} files moved back; `birder-index build` indexes them again")
+        click.echo(f"{undo_plan(undo)} files moved back; `birder-index build` indexes them again")
         return
     quiet = json_file == "-"
     colour_min = 0.0 if ignore_colour else COLOUR_MIN
     with open_index(index_dir) as index:
-        t, cal, fresh = resolve_threshold(index, threshold, precision, recalibrate, device, colour_min)
+        t, cal, fresh = resolve_threshold(
+            index,
+            threshold=threshold,
+            precision=precision,
+            recalibrate=recalibrate,
+            device=device,
+            colour_min=colour_min,
+        )
         if cal is not None:
             click.echo(_calibration_text(cal, fresh), err=quiet)
         if thumbnail_min is None:
             thumbnail_min = cal.thumbnail_min if cal is not None else THUMBNAIL_MIN
         other = open_index(against) if against else None
-        result = find_duplicates(index, t, keep, against=other, colour_min=colour_min, thumbnail_min=thumbnail_min)
+        result = find_duplicates(index, t, keep=keep, against=other, colour_min=colour_min, thumbnail_min=thumbnail_min)
         _dedup_outputs(result, json_file, csv_file, report, quiet)
         done = _dedup_act(result, index.root, move_to, delete, yes, plan) if move_to or delete else 0
         root, folder = index.root, index.dir
@@ -120,7 +127,7 @@ def dedup(
         from birder_index.indexer import BuildOptions
         from birder_index.indexer import build_index
 
-        click.echo(f"index updated: {build_summary(build_index(root, folder, options=BuildOptions(db=db)))}")
+        click.echo(f"index updated: {build_summary(build_index(root, index_dir=folder, options=BuildOptions(db=db)))}")
 
 
 def _calibration_text(cal: Any, fresh: bool) -> str:
@@ -172,7 +179,7 @@ def _dedup_outputs(result: Any, json_file: str | None, csv_file: Path | None, re
                 w.writerows([n, g.keeper.path, m.path, f"{m.score:.6f}", m.kind, _thumb(m), "yes" if m.mirrored else ""]
                             for m in g.duplicates)  # fmt: skip
     if report:
-        from birder_index.search.report import write_report
+        from birder_index.dedup import write_report
 
         shown = write_report(result, report)
         click.echo(f"report: {report} ({shown} groups)", err=quiet)
@@ -199,17 +206,19 @@ def _by_thumbnail(m: Any, result: Any) -> str:
 
 def _dedup_act(result: Any, root: Path | None, move_to: Path | None, delete: bool, yes: bool, plan: Path | None) -> int:
     """Print the plan (dry run) or apply it; returns the number of files moved or deleted."""
-    from birder_index.search import dedup_actions
+    from birder_index.dedup import apply_plan
+    from birder_index.dedup import default_plan_path
+    from birder_index.dedup import plan_actions
 
-    actions = dedup_actions.plan_actions(result, root, move_to, delete)
-    plan_file = plan or dedup_actions.default_plan_path(move_to or Path.cwd())
+    actions = plan_actions(result, root, move_to, delete)
+    plan_file = plan or default_plan_path(move_to or Path.cwd())
     verb = "move" if move_to else "delete"
     if not yes:
         for a in actions[:50]:
             click.echo(f"would {verb} {a.src}" + (f" -> {a.dst}" if a.dst else ""))
         click.echo(f"dry run: {len(actions)} files would be {verb}d (keepers are never touched); add --yes to do it")
         return 0
-    done = dedup_actions.apply_plan(actions, plan_file)
+    done = apply_plan(actions, plan_file)
     undo = f"; undo with: birder-index dedup --undo {plan_file}" if move_to else ""
     click.echo(f"{done} files {verb}d; plan: {plan_file}{undo}")
     return done

@@ -41,10 +41,10 @@ def label_import(source: Path, set_name: str, index_dir: Path | None, model: str
         birder-index label import species/ --set birds
         birder-index label import labels.csv --set birds
     """
+    from birder_index.fewshot import label_folder_or_csv
     from birder_index.indexer import ModelSpec
-    from birder_index.search.labels import label_folder_or_csv
 
-    report, _ = label_folder_or_csv(source, set_name, index_dir, ModelSpec(model, weights, size))
+    report, _ = label_folder_or_csv(source, set_name, index_dir=index_dir, spec=ModelSpec(model, weights, size))
     click.echo(f"{report.labelled} photos labelled in {report.classes} classes (set {report.set_name!r})")
     for name in report.empty_classes:
         click.echo(f"Warning: class {name!r} has no images", err=True)
@@ -64,11 +64,11 @@ def label_list(set_name: str | None, index_dir: Path | None, as_json: bool) -> N
     Example:
         birder-index label list --set birds
     """
+    from birder_index.fewshot import label_summary
     from birder_index.indexer import open_index
-    from birder_index.search.labels import label_summary
 
     with open_index(index_dir) as index:
-        rows = label_summary(index, set_name)
+        rows = label_summary(index, set_name=set_name)
     if as_json:
         click.echo(json.dumps([{"set": s, "label": lab, "images": n} for s, lab, n in rows]))
     for s, lab, n in [] if as_json else rows:
@@ -86,11 +86,11 @@ def label_remove(set_name: str, label_name: str | None, index_dir: Path | None) 
     Example:
         birder-index label remove --set birds --label sparrow
     """
+    from birder_index.fewshot import remove_labels
     from birder_index.indexer import open_index
-    from birder_index.search.labels import remove_labels
 
     with open_index(index_dir) as index:
-        n = remove_labels(index, set_name, label_name)
+        n = remove_labels(index, set_name, label=label_name)
     click.echo(f"{n} labels removed")
 
 
@@ -124,18 +124,36 @@ def lookup(queries: tuple[str, ...], set_name: str, method: str, neighbours: int
         birder-index lookup bird.jpg --set birds
         birder-index lookup --all --set birds --csv predictions.csv
     """
+    from birder_index.fewshot import lookup as lookup_
+    from birder_index.fewshot import lookup_all
     from birder_index.indexer import open_index
-    from birder_index.search.lookup import lookup as lookup_
-    from birder_index.search.lookup import lookup_all
 
     if bool(queries) == all_:
         raise click.UsageError("give QUERY images or --all (not both)")
     with open_index(index_dir) as index:
         if all_:
-            n, unknown, t = lookup_all(index, set_name, method, neighbours, min_score, csv_file, probe_file)
+            n, unknown, t = lookup_all(
+                index,
+                set_name,
+                method=method,
+                neighbours=neighbours,
+                min_score=min_score,
+                csv_file=csv_file,
+                probe_file=probe_file,
+            )
             click.echo(f"{n} photos predicted ({unknown} unknown below score {t:.4f}) with {method}")
             return
-        results = lookup_(index, list(queries), set_name, method, k, neighbours, min_score, probe_file, exact)
+        results = lookup_(
+            index,
+            list(queries),
+            set_name,
+            method=method,
+            k=k,
+            neighbours=neighbours,
+            min_score=min_score,
+            probe_file=probe_file,
+            exact=exact,
+        )
     for r in results:
         click.echo(json.dumps(r.to_json()) if as_json else _lookup_text(r))
 
@@ -165,11 +183,11 @@ def probe_fit(set_name: str, out: Path, balanced: bool, lam: float | None, index
     Example:
         birder-index probe fit --set birds --out birds.probe
     """
+    from birder_index.fewshot import fit_set_probe
     from birder_index.indexer import open_index
-    from birder_index.search.probe_eval import fit_set_probe
 
     with open_index(index_dir) as index:
-        p, seconds = fit_set_probe(index, set_name, balanced, lam)
+        p, seconds = fit_set_probe(index, set_name, balanced=balanced, lam=lam)
     p.save(out)
     click.echo(f"probe of {len(p.classes)} classes fitted in {seconds:.2f}s (lambda {p.lam:g}); written to {out}")
 
@@ -189,11 +207,11 @@ def probe_eval(set_name: str, folds: int, balanced: bool, png: Path | None, inde
     Example:
         birder-index probe eval --set birds --png confusion.png
     """
+    from birder_index.fewshot import evaluate_set
     from birder_index.indexer import open_index
-    from birder_index.search.probe_eval import evaluate_set
 
     with open_index(index_dir) as index:
-        ev = evaluate_set(index, set_name, folds, balanced, png)
+        ev = evaluate_set(index, set_name, folds=folds, balanced=balanced, png=png)
     if as_json:
         click.echo(json.dumps({"top1": ev.top1, "top5": ev.top5, "per_class_recall": ev.per_class_recall,
                                "lambda": ev.lam, "kshot": ev.kshot, "confusion": ev.confusion.tolist()}))  # fmt: skip

@@ -139,7 +139,7 @@ def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall:
     from birder_index.indexer import reindex as reindex_
 
     with open_index(index_dir) as index:
-        report = reindex_(index, max_index_memory, target_recall)
+        report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall)
     click.echo(
         f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "
         f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "

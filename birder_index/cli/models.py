@@ -25,8 +25,8 @@ def models(pattern: str) -> None:
     Example:
         birder-index models 'vit_reg4*'
     """
-    from birder_index.backbone.registry import list_backbones
-    from birder_index.backbone.registry import pretrained
+    from birder_index.backbone import list_backbones
+    from birder_index.backbone import pretrained
 
     for name in list_backbones(pattern):
         w = pretrained(name)
@@ -59,7 +59,9 @@ def classify(
     """
     from birder_index.search import classify_images
 
-    results = classify_images(list(images), k, model, weights, size, index_dir, device, exact)
+    results = classify_images(
+        list(images), k=k, model=model, weights=weights, size=size, index_dir=index_dir, device=device, exact=exact
+    )
     for r in results:
         if as_json:
             click.echo(json.dumps(r))
@@ -94,7 +96,16 @@ def import_(
     """
     from birder_index.indexer import import_embeddings
 
-    report = import_embeddings(embeddings, index_dir, paths, model, weights, label_set, max_index_memory, target_recall)
+    report = import_embeddings(
+        embeddings,
+        index_dir,
+        paths_file=paths,
+        model=model,
+        weights=weights,
+        label_set=label_set,
+        max_index_memory=max_index_memory,
+        target_recall=target_recall,
+    )
     click.echo(
         f"{report.imported} embeddings imported ({report.dim}-d) in {report.seconds:.1f}s; index {report.factory}"
     )

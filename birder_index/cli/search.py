@@ -50,9 +50,11 @@ def search(
         raise click.UsageError("give QUERY images (or folders) or --vectors FILE.npy")
     with open_index(index_dir) as index:
         if vectors is not None:
-            results = search_vector_file(index, vectors, k, nprobe, k_factor)
+            results = search_vector_file(index, vectors, k=k, nprobe=nprobe, k_factor=k_factor)
         else:
-            results = search_images(index, list(queries), k, nprobe, k_factor, exact=exact, device=device)
+            results = search_images(
+                index, list(queries), k=k, nprobe=nprobe, k_factor=k_factor, exact=exact, device=device
+            )
     for r in results:
         click.echo(_json(r) if as_json else _table(r))
 

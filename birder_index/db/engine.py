@@ -19,6 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from birder_index.db.models import SCHEMA_VERSION
 from birder_index.db.models import Base
 from birder_index.db.models import Meta
+from birder_index.db.models import MetaKey
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 
@@ -44,7 +45,7 @@ def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def connect(url: str, create: bool = False) -> Engine:
+def connect(url: str, *, create: bool = False) -> Engine:
     try:
         engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
     except (SQLAlchemyError, ImportError, ValueError) as e:
@@ -56,15 +57,15 @@ def connect(url: str, create: bool = False) -> Engine:
     return engine
 
 
-def open_database(url: str, create: bool = False) -> Engine:
+def open_database(url: str, *, create: bool = False) -> Engine:
     """Open (or with `create`, initialise) a birder-index database and check its schema version."""
-    engine = connect(url, create)
+    engine = connect(url, create=create)
     try:
         has_meta = inspect(engine).has_table("meta")
         if not has_meta and not create:
             raise IndexMismatch(f"{_display(url)} is not a birder-index database")
         with Session(engine) as s:
-            row = s.get(Meta, "schema_version") if has_meta else None
+            row = s.get(Meta, MetaKey.SCHEMA_VERSION.value) if has_meta else None
             version = int(row.value) if row else None
         if version is None:
             if not create:
@@ -73,7 +74,9 @@ def open_database(url: str, create: bool = False) -> Engine:
                 raise IndexMismatch(f"{_display(url)} is still being created; try again in a moment")
             _create_tables(engine)  # also finishes a creation that a killed first build left half done
             with Session(engine) as s, s.begin():
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))  # last: marks the schema complete
+                s.add(
+                    Meta(key=MetaKey.SCHEMA_VERSION.value, value=str(SCHEMA_VERSION))
+                )  # last: marks the schema complete
         elif version > SCHEMA_VERSION:
             raise IndexMismatch(f"{_display(url)} has schema {version}; this birder-index reads up to {SCHEMA_VERSION}")
         else:

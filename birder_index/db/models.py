@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger
 from sqlalchemy import Float
@@ -22,6 +23,24 @@ SCHEMA_VERSION = 1
 PENDING = "pending"  # scanned, not embedded yet (a build was interrupted, or is running)
 INDEXED = "indexed"  # has a row in the embedding store and a vector in the FAISS index
 FAILED = "failed"  # could not be read or decoded; `error` says why
+
+
+class MetaKey(StrEnum):
+    """Every key of the `meta` table, in one place: a misspelt key is a type error, not a silent new row."""
+
+    SCHEMA_VERSION = "schema_version"  # written last by the creator: the schema is complete
+    ROOT = "root"  # the photo folder, absolute
+    INDEX_INSIDE_ROOT = "index_inside_root"  # "1": the index folder is inside the photo folder and moves with it
+    GENERATION = "generation"  # counts commits that change the indexed set (the FAISS file records its own)
+    STORE_FILE = "store_file"  # the embedding store's file name inside the index folder
+    STORE_DTYPE = "store_dtype"  # float16 or float32
+    STORE_ROWS = "store_rows"  # committed rows of the embedding store
+    COLOUR_ROWS = "colour_rows"  # committed rows of the colour-signature store
+    THUMB_ROWS = "thumb_rows"  # committed rows of the thumbnail store
+    MAX_INDEX_MEMORY = "max_index_memory"  # bytes the FAISS index may take (--max-index-memory)
+    TARGET_RECALL = "target_recall"  # recall@10 the FAISS index is tuned to (--target-recall)
+    LAST_EMBEDDING = "last_embedding"  # JSON: how the last build embedded (device, precision, ...), for `info`
+    DEDUP_CALIBRATION = "dedup_calibration"  # JSON: the last dedup calibration
 
 
 def utcnow() -> datetime:

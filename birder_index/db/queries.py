@@ -25,6 +25,7 @@ from birder_index.db.models import IndexManifest
 from birder_index.db.models import Label
 from birder_index.db.models import LabelSet
 from birder_index.db.models import Meta
+from birder_index.db.models import MetaKey
 from birder_index.db.models import Model
 from birder_index.db.models import Prediction
 from birder_index.db.models import utcnow
@@ -34,33 +35,33 @@ T = TypeVar("T")
 # -- meta -------------------------------------------------------------------------------------------------------------
 
 
-def get_meta(s: Session, key: str, default: str | None = None) -> str | None:
-    row = s.get(Meta, key)
+def get_meta(s: Session, key: MetaKey, *, default: str | None = None) -> str | None:
+    row = s.get(Meta, key.value)
     return row.value if row is not None else default
 
 
-def get_int(s: Session, key: str, default: int = 0) -> int:
+def get_int(s: Session, key: MetaKey, *, default: int = 0) -> int:
     value = get_meta(s, key)
     return int(value) if value is not None else default
 
 
-def set_meta(s: Session, key: str, value: str | int | float) -> None:
-    s.merge(Meta(key=key, value=str(value)))
+def set_meta(s: Session, key: MetaKey, value: str | int | float) -> None:
+    s.merge(Meta(key=key.value, value=str(value)))
 
 
-def get_json(s: Session, key: str) -> Any:
+def get_json(s: Session, key: MetaKey) -> Any:
     value = get_meta(s, key)
     return json.loads(value) if value is not None else None
 
 
-def set_json(s: Session, key: str, value: Any) -> None:
+def set_json(s: Session, key: MetaKey, value: Any) -> None:
     set_meta(s, key, json.dumps(value))
 
 
 def bump_generation(s: Session) -> int:
     """The data generation counts commits that change the indexed set; the FAISS file records the one it holds."""
-    gen = get_int(s, "generation") + 1
-    set_meta(s, "generation", gen)
+    gen = get_int(s, MetaKey.GENERATION) + 1
+    set_meta(s, MetaKey.GENERATION, gen)
     return gen
 
 
@@ -217,7 +218,7 @@ def image_by_path(s: Session, path: str) -> Image | None:
 # -- labels -----------------------------------------------------------------------------------------------------------
 
 
-def label_set_id(s: Session, name: str, create: bool = False) -> int | None:
+def label_set_id(s: Session, name: str, *, create: bool = False) -> int | None:
     found = s.scalars(select(LabelSet.id).where(LabelSet.name == name)).first()
     if found is None and create:
         row = LabelSet(name=name)
@@ -249,7 +250,7 @@ def labels_of(s: Session, set_name: str) -> tuple[np.ndarray, list[str]]:
     return np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]
 
 
-def label_summary(s: Session, set_name: str | None = None) -> list[tuple[str, str, int]]:
+def label_summary(s: Session, *, set_name: str | None = None) -> list[tuple[str, str, int]]:
     """(set, label, number of images) for every class, or those of one set."""
     stmt = (
         select(LabelSet.name, Label.label, func.count())
@@ -262,7 +263,7 @@ def label_summary(s: Session, set_name: str | None = None) -> list[tuple[str, st
     return [(a, b, c) for a, b, c in s.execute(stmt)]
 
 
-def remove_labels(s: Session, set_name: str, label: str | None = None) -> int:
+def remove_labels(s: Session, set_name: str, *, label: str | None = None) -> int:
     """Remove a class from a set, or the whole set; returns how many labels went."""
     set_id = label_set_id(s, set_name)
     if set_id is None:

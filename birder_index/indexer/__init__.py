@@ -1,29 +1,11 @@
-"""A photo collection to rows, vectors and a FAISS index: scan, decode, embed, write (see build.py)."""
+"""A photo collection to rows, vectors and a FAISS index.
 
-from birder_index.indexer.build import BuildOptions
-from birder_index.indexer.build import BuildReport
-from birder_index.indexer.build import build_index
-from birder_index.indexer.importer import import_embeddings
-from birder_index.indexer.index import Index
-from birder_index.indexer.index import open_index
-from birder_index.indexer.info import describe
-from birder_index.indexer.info import failed_files
-from birder_index.indexer.model import ModelSpec
-from birder_index.indexer.refresh import reindex
-from birder_index.indexer.verify import VerifyReport
-from birder_index.indexer.verify import verify_index
+The build (build.py) runs scan.py -> plan.py -> decode.py (reader) -> pipeline.py (mapper) -> write.py (writer) ->
+refresh.py (FAISS: select.py rules, tune.py recall); index.py is an open index, vectors.py the embedding store,
+signatures.py the colour and thumbnail stores, ann.py the FAISS functions. Names are exported lazily
+(`__init__.pyi` lists them; docs/api.md says why).
+"""
 
-__all__ = [
-    "BuildOptions",
-    "BuildReport",
-    "Index",
-    "ModelSpec",
-    "VerifyReport",
-    "build_index",
-    "describe",
-    "failed_files",
-    "import_embeddings",
-    "open_index",
-    "reindex",
-    "verify_index",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -61,7 +61,7 @@ def ids_in(index: faiss.Index) -> np.ndarray:
     return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
 
 
-def search(index: faiss.Index, xq: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search(index: faiss.Index, xq: np.ndarray, k: int, *, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(D, I) for L2-normalised float32 queries: D cosine similarities (approximate for compressed indexes)."""
     xq = np.ascontiguousarray(xq, dtype=np.float32)
     if index.ntotal == 0 or k <= 0:
@@ -103,6 +103,7 @@ def search_reranked(
     k: int,
     nprobe: int | None,
     k_factor: int,
+    *,
     rows_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     vectors: np.ndarray,
     candidates: int | None = None,
@@ -114,9 +115,9 @@ def search_reranked(
     embeddings; `xq` is L2-normalised.
     """
     if k_factor <= 1 or len(vectors) == 0:
-        return search(index, xq, k, nprobe)
+        return search(index, xq, k, nprobe=nprobe)
     xq = np.ascontiguousarray(xq, dtype=np.float32)
-    _, cand = search(index, xq, candidates or k * k_factor, nprobe)
+    _, cand = search(index, xq, candidates or k * k_factor, nprobe=nprobe)
     rows, found = rows_of(cand.ravel())
     found &= cand.ravel() >= 0
     rows = np.where(found, rows, 0).reshape(cand.shape)
@@ -127,7 +128,7 @@ def search_reranked(
     return D, np.where(np.isfinite(D), np.take_along_axis(cand, top, 1), -1)
 
 
-def rerank_scores(vectors: np.ndarray, rows: np.ndarray, xq: np.ndarray, chunk: int = 16) -> np.ndarray:
+def rerank_scores(vectors: np.ndarray, rows: np.ndarray, xq: np.ndarray, *, chunk: int = 16) -> np.ndarray:
     """Cosine of each unit query (nq, d) with the stored vectors of its candidate rows (nq, c).
 
     Many candidates are scored in torch: its row gather runs on every core where numpy's runs on one (3x faster

@@ -11,11 +11,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from dataclasses import field
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -24,6 +21,7 @@ from birder_index.db import queries as q
 from birder_index.db.engine import open_database
 from birder_index.db.engine import session_scope
 from birder_index.db.engine import sqlite_url
+from birder_index.db.models import MetaKey
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer.index import Index
@@ -34,71 +32,24 @@ from birder_index.indexer.lock import WriterLock
 from birder_index.indexer.model import ModelSpec
 from birder_index.indexer.model import check_spec
 from birder_index.indexer.model import load_encoder
+from birder_index.indexer.options import BuildOptions
+from birder_index.indexer.options import BuildReport
+from birder_index.indexer.options import Progress
+from birder_index.indexer.pipeline import run_pipeline
 from birder_index.indexer.plan import Plan
 from birder_index.indexer.plan import make_plan
 from birder_index.indexer.refresh import refresh_ann
 from birder_index.indexer.refresh import remove_stale_files
 from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.scan import scan
-from birder_index.indexer.select import check_index_options
 from birder_index.indexer.vectors import VectorStore
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    batch_size: int | None = None  # default: 16 on CPU, 256 on GPU
-    workers: int | None = None  # decode processes beside the model; default: threads between batches on a CPU
-    exact: bool = False  # birder's exact preprocessing and float32 (no DCT-domain JPEG downscaling, no bf16)
-    retry_failed: bool = False
-    wait: float = 0.0  # seconds to wait for another writer
-    store_dtype: str = "float16"
-    db: str | None = None  # SQLAlchemy URL; default: SQLite inside the index folder
-    max_index_memory: int | None = None  # bytes of RAM the FAISS index may take (recorded for later builds)
-    target_recall: float | None = None  # recall@10 the FAISS index is tuned to (recorded for later builds)
-    compile: bool | None = None  # torch.compile the model; default: on a CPU, for runs of COMPILE_MIN_IMAGES+
-
-    def __post_init__(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise BirderIndexError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers is not None and self.workers < 0:
-            raise BirderIndexError(f"--workers must be >= 0, got {self.workers}")
-        if self.store_dtype not in ("float16", "float32"):
-            raise BirderIndexError(f"--store-dtype must be float16 or float32, got {self.store_dtype}")
-        check_index_options(self.max_index_memory, self.target_recall)
-
-
-@dataclass
-class BuildReport:
-    index_dir: Path
-    scanned: int = 0
-    indexed: int = 0  # embedded (or copied from identical content) in this run
-    reused: int = 0  # of those, copied from identical content
-    moved: int = 0
-    touched: int = 0
-    removed: int = 0
-    failed: int = 0  # new failures in this run
-    unchanged: int = 0
-    pending: int = 0  # left to do when interrupted
-    interrupted: bool = False
-    seconds: float = 0.0
-    embed_seconds: float = 0.0  # from the first batch on (compiling and checking the model not included)
-    compile_seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.indexed / self.embed_seconds if self.embed_seconds > 0 else 0.0
-
-
-# progress(event, value): ("compile", 0) before compiling the model, if it does; ("total", n) once, then
-# ("done", n) per batch
-Progress = Callable[[str, int], None]
-
-
 def build_index(
     photos: str | Path,
+    *,
     index_dir: str | Path | None = None,
     spec: ModelSpec | None = None,
     options: BuildOptions | None = None,
@@ -142,13 +93,13 @@ def _build(
     for name in remove_stale_files(index):
         logger.info("removed %s, left by an interrupted build", name)
     _bind_root(index, root)
-    set_index_options(index, options.max_index_memory, options.target_recall)
+    set_index_options(index, max_index_memory=options.max_index_memory, target_recall=options.target_recall)
     check_spec(index, spec)
     scanned = scan(root, exclude=index.dir)
     for folder, reason in scanned.skipped_dirs:
         logger.warning("folder skipped: %s (%s)", folder, reason)
     with session_scope(index.engine) as s:
-        plan = make_plan(root, scanned, q.known_files(s), options.retry_failed)
+        plan = make_plan(root, scanned, q.known_files(s), retry_failed=options.retry_failed)
     report.scanned = len(scanned.files) + len(scanned.problems)
     _apply_plan(index, plan, report)
     with session_scope(index.engine) as s:
@@ -165,16 +116,16 @@ def _build(
 def _bind_root(index: Index, root: Path) -> None:
     """An index belongs to one photo folder; an index inside its folder follows the folder if it moves."""
     with session_scope(index.engine) as s:
-        recorded = q.get_meta(s, "root")
+        recorded = q.get_meta(s, MetaKey.ROOT)
         inside = index.dir.resolve().parent == root
         if (
             recorded is not None
             and Path(recorded) != root
-            and not (inside and q.get_meta(s, "index_inside_root") == "1")
+            and not (inside and q.get_meta(s, MetaKey.INDEX_INSIDE_ROOT) == "1")
         ):
             raise IndexMismatch(f"the index in {index.dir} is for {recorded}, not {root}; use another --index-dir")
-        q.set_meta(s, "root", str(root))
-        q.set_meta(s, "index_inside_root", "1" if inside else "0")
+        q.set_meta(s, MetaKey.ROOT, str(root))
+        q.set_meta(s, MetaKey.INDEX_INSIDE_ROOT, "1" if inside else "0")
 
 
 def _apply_plan(index: Index, plan: Plan, report: BuildReport) -> None:
@@ -215,19 +166,22 @@ def _embed(
     stop: threading.Event,
     report: BuildReport,
 ) -> None:
-    from birder_index.indexer.pipeline import run_pipeline
-
     encoder = load_encoder(index, spec)
     with session_scope(index.engine) as s:
-        dtype = q.get_meta(s, "store_dtype") or options.store_dtype
-        file = q.get_meta(s, "store_file") or f"vectors.{dtype[0]}{dtype[-2:]}"  # vectors.f16 / vectors.f32
-        store = VectorStore(index.dir / file, encoder.embedding_dim, dtype, q.get_int(s, "store_rows"))
-        q.set_meta(s, "store_dtype", dtype)
-        q.set_meta(s, "store_file", file)
+        dtype = q.get_meta(s, MetaKey.STORE_DTYPE) or options.store_dtype
+        file = q.get_meta(s, MetaKey.STORE_FILE) or f"vectors.{dtype[0]}{dtype[-2:]}"  # vectors.f16 / vectors.f32
+        store = VectorStore(index.dir / file, encoder.embedding_dim, dtype, q.get_int(s, MetaKey.STORE_ROWS))
+        q.set_meta(s, MetaKey.STORE_DTYPE, dtype)
+        q.set_meta(s, MetaKey.STORE_FILE, file)
     dropped = store.drop_torn_tail()
     if dropped:
         logger.warning("dropped %d bytes of an interrupted write from the embedding store", dropped)
-    run_pipeline(index, root, todo, encoder, store, options, progress, stop, report)
+    counts = run_pipeline(index, root, todo, encoder, store, options=options, progress=progress, stop=stop)
+    report.indexed, report.reused, report.pending = counts.indexed, counts.reused, counts.pending
+    report.failed += counts.failed
+    report.failures.extend(counts.failures)
+    report.interrupted = counts.interrupted
+    report.embed_seconds, report.compile_seconds = counts.embed_seconds, counts.compile_seconds
 
 
 @contextmanager

@@ -112,7 +112,9 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # decode is single-threaded per worker; torch threads would only compete
 
 
-def batches(dataset: PhotoDataset, batch_size: int, workers: int, pin_memory: bool = False) -> Iterable[DecodedBatch]:
+def batches(
+    dataset: PhotoDataset, batch_size: int, workers: int, *, pin_memory: bool = False
+) -> Iterable[DecodedBatch]:
     """Batches in order, decoded `workers` processes ahead of the caller (0: in this process)."""
     loader: Iterable[DecodedBatch] = DataLoader(
         dataset,

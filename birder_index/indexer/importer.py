@@ -19,6 +19,7 @@ from birder_index.db import queries as q
 from birder_index.db.engine import open_database
 from birder_index.db.engine import session_scope
 from birder_index.db.engine import sqlite_url
+from birder_index.db.models import MetaKey
 from birder_index.db.models import Model
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
@@ -53,7 +54,7 @@ class ImportReport:
     index: RefreshReport  # what the FAISS refresh did (training, adding, tuning)
 
 
-def read_chunks(path: Path, paths_file: Path | None = None) -> Iterator[Chunk]:
+def read_chunks(path: Path, *, paths_file: Path | None = None) -> Iterator[Chunk]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -120,6 +121,7 @@ def _csv_chunks(path: Path) -> Iterator[Chunk]:
 def import_embeddings(
     source: str | Path,
     index_dir: str | Path,
+    *,
     paths_file: str | Path | None = None,
     model: str | None = None,
     weights: str | Path | None = None,
@@ -134,7 +136,7 @@ def import_embeddings(
     with WriterLock(directory):
         engine = open_database(sqlite_url(directory / DB_FILE), create=True)
         index = Index(directory, engine)
-        set_index_options(index, max_index_memory, target_recall)
+        set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
         try:
             n, dim = _import(index, Path(source), Path(paths_file) if paths_file else None, model, weights, label_set)
             report = refresh_ann(index)
@@ -153,7 +155,7 @@ def _import(
 ) -> tuple[int, int]:
     store: VectorStore | None = None
     total = 0
-    for chunk in read_chunks(source, paths_file):
+    for chunk in read_chunks(source, paths_file=paths_file):
         if store is None:
             store = _open_store(index, chunk.vectors.shape[1], model, weights)
         if chunk.vectors.shape[1] != store.dim:
@@ -163,7 +165,7 @@ def _import(
             ids = q.upsert_indexed(s, chunk.samples, rows)
             if chunk.labels is not None and label_set:
                 q.set_labels(s, label_set, ids, chunk.labels)
-            q.set_meta(s, "store_rows", store.rows)
+            q.set_meta(s, MetaKey.STORE_ROWS, store.rows)
             q.bump_generation(s)
         total += len(chunk.samples)
     if store is None:
@@ -195,13 +197,13 @@ def _open_store(index: Index, dim: int, model: str | None, weights: str | Path |
     if row.embedding_dim != dim:
         raise IndexMismatch(f"embeddings have dimension {dim}, the model {row.name} makes {row.embedding_dim}")
     with session_scope(index.engine) as s:
-        q.set_meta(s, "store_dtype", q.get_meta(s, "store_dtype") or "float16")
-        q.set_meta(s, "store_file", q.get_meta(s, "store_file") or "vectors.f16")
+        q.set_meta(s, MetaKey.STORE_DTYPE, q.get_meta(s, MetaKey.STORE_DTYPE) or "float16")
+        q.set_meta(s, MetaKey.STORE_FILE, q.get_meta(s, MetaKey.STORE_FILE) or "vectors.f16")
         store = VectorStore(
-            index.dir / (q.get_meta(s, "store_file") or ""),
+            index.dir / (q.get_meta(s, MetaKey.STORE_FILE) or ""),
             dim,
-            q.get_meta(s, "store_dtype") or "",
-            q.get_int(s, "store_rows"),
+            q.get_meta(s, MetaKey.STORE_DTYPE) or "",
+            q.get_int(s, MetaKey.STORE_ROWS),
         )
     store.drop_torn_tail()
     return store

@@ -26,6 +26,7 @@ from birder_index.db import queries as q
 from birder_index.db.engine import open_database
 from birder_index.db.engine import session_scope
 from birder_index.db.engine import sqlite_url
+from birder_index.db.models import MetaKey
 from birder_index.db.models import Model
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
@@ -69,8 +70,8 @@ class Index:
     def root(self) -> Path | None:
         """The photo folder that paths are relative to (None for imported embeddings)."""
         with session_scope(self.engine) as s:
-            root = q.get_meta(s, "root")
-            inside = q.get_meta(s, "index_inside_root") == "1"
+            root = q.get_meta(s, MetaKey.ROOT)
+            inside = q.get_meta(s, MetaKey.INDEX_INSIDE_ROOT) == "1"
         if root is None:
             return None
         return self.dir.resolve().parent if inside else Path(root)  # an index inside its folder moves with it
@@ -94,9 +95,9 @@ class Index:
         if self._store is not None:
             return self._store
         with session_scope(self.engine) as s:
-            rows = q.get_int(s, "store_rows")
-            file = q.get_meta(s, "store_file") or "vectors.f16"
-            dtype = q.get_meta(s, "store_dtype") or "float16"
+            rows = q.get_int(s, MetaKey.STORE_ROWS)
+            file = q.get_meta(s, MetaKey.STORE_FILE) or "vectors.f16"
+            dtype = q.get_meta(s, MetaKey.STORE_DTYPE) or "float16"
         self._store = VectorStore(self.dir / file, self.model_row().embedding_dim, dtype, rows)
         return self._store
 
@@ -134,7 +135,7 @@ class Index:
         if self._row_map is None:
             with session_scope(self.engine) as s:
                 manifest = q.get_manifest(s)
-                current = manifest is not None and manifest.generation == q.get_int(s, "generation")
+                current = manifest is not None and manifest.generation == q.get_int(s, MetaKey.GENERATION)
             path = self.dir / (manifest.file + ROW_MAP_SUFFIX) if manifest is not None else None
             if current and path is not None and path.exists():
                 self._row_map = np.load(path, mmap_mode="r")
@@ -176,7 +177,7 @@ class Index:
         for _attempt in range(3):  # a concurrent build may replace the file between reading the manifest and opening
             with session_scope(self.engine) as s:
                 manifest = q.get_manifest(s)
-                generation = q.get_int(s, "generation")
+                generation = q.get_int(s, MetaKey.GENERATION)
             if manifest is None:
                 return self._exact_from_store()
             try:
@@ -225,7 +226,7 @@ class Index:
         return AnnState(index, "Flat", {}, dense_row_map(ids, rows))
 
     # -- the model --------------------------------------------------------------------------------------------------
-    def load_encoder(self, device: str | None = None, precision: str = "auto", progress: bool = True) -> Encoder:
+    def load_encoder(self, *, device: str | None = None, precision: str = "auto", progress: bool = True) -> Encoder:
         """The backbone this index was built with, checked by sha256."""
         from birder_index.backbone.load import load_backbone
 
@@ -303,7 +304,7 @@ def check_model(index: Index, info: ModelInfo) -> None:
         )
 
 
-def open_index(index_dir: str | Path | None = None, db: str | None = None) -> Index:
+def open_index(index_dir: str | Path | None = None, *, db: str | None = None) -> Index:
     """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the nearest `.birder-index/` upwards.
 
     The metadata may live in another SQLAlchemy database (`db`, else $BIRDER_INDEX_DB); the folder, which then
@@ -315,7 +316,7 @@ def open_index(index_dir: str | Path | None = None, db: str | None = None) -> In
         if not folder:
             raise BirderIndexError("with a --db / BIRDER_INDEX_DB database, name the index folder with --index-dir")
         return Index(Path(folder), open_database(db))
-    directory = find_index_dir(index_dir)
+    directory = find_index_dir(explicit=index_dir)
     return Index(directory, open_database(sqlite_url(directory / DB_FILE)))
 
 

@@ -8,9 +8,8 @@ from typing import Any
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
 from birder_index.indexer.index import Index
-
-LAST_EMBEDDING_KEY = "last_embedding"  # written by the build's pipeline
 
 
 def describe(index: Index) -> dict[str, Any]:
@@ -18,10 +17,10 @@ def describe(index: Index) -> dict[str, Any]:
         counts = q.counts(s)
         model = q.get_model(s)
         manifest = q.get_manifest(s)
-        store_file = q.get_meta(s, "store_file")
-        store_dtype = q.get_meta(s, "store_dtype")
-        store_rows = q.get_int(s, "store_rows")
-        embedding = q.get_json(s, LAST_EMBEDDING_KEY)
+        store_file = q.get_meta(s, MetaKey.STORE_FILE)
+        store_dtype = q.get_meta(s, MetaKey.STORE_DTYPE)
+        store_rows = q.get_int(s, MetaKey.STORE_ROWS)
+        embedding = q.get_json(s, MetaKey.LAST_EMBEDDING)
     info: dict[str, Any] = {
         "index_dir": str(index.dir),
         "root": str(index.root) if index.root else None,

@@ -17,7 +17,7 @@ def default_index_dir(photos: Path) -> Path:
     return photos / INDEX_DIRNAME
 
 
-def find_index_dir(explicit: str | Path | None = None, start: Path | None = None) -> Path:
+def find_index_dir(*, explicit: str | Path | None = None, start: Path | None = None) -> Path:
     """`--index-dir`, else `$BIRDER_INDEX_DIR`, else the nearest `.birder-index/` here or in a parent (as git)."""
     if explicit:
         path = Path(explicit).expanduser()
@@ -26,7 +26,7 @@ def find_index_dir(explicit: str | Path | None = None, start: Path | None = None
         return path
     env = os.environ.get("BIRDER_INDEX_DIR")
     if env:
-        return find_index_dir(env)
+        return find_index_dir(explicit=env)
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / INDEX_DIRNAME

@@ -18,7 +18,7 @@ except ImportError:  # Windows: no advisory locks; one writer is then the user's
 
 
 class WriterLock:
-    def __init__(self, index_dir: Path, wait: float = 0.0) -> None:
+    def __init__(self, index_dir: Path, *, wait: float = 0.0) -> None:
         self.path = index_dir / LOCK_FILE
         self.wait = wait
         self._fd: int | None = None

@@ -81,7 +81,7 @@ def check_spec(index: Index, spec: ModelSpec) -> None:
         )
 
 
-def load_encoder(index: Index, spec: ModelSpec, progress: bool = True) -> Encoder:
+def load_encoder(index: Index, spec: ModelSpec, *, progress: bool = True) -> Encoder:
     """The encoder for a build: the spec's (recorded if the index is new) or the index's own."""
     from birder_index.backbone.load import load_backbone
 
@@ -93,7 +93,13 @@ def load_encoder(index: Index, spec: ModelSpec, progress: bool = True) -> Encode
     sha = expected_sha256(spec, row) if spec.weights is not None else None
     size = spec.size or ((row.input_height, row.input_width) if row is not None else None)
     enc = load_backbone(
-        model, spec.weights, size=size, device=spec.device, precision=spec.precision, sha256=sha, progress=progress
+        model,
+        weights=spec.weights,
+        size=size,
+        device=spec.device,
+        precision=spec.precision,
+        sha256=sha,
+        progress=progress,
     )
     if row is None:
         record_model(index, enc, spec)

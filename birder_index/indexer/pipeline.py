@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,20 +22,19 @@ import torch
 from birder_index.backbone.hardware import usable_cores
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
 from birder_index.indexer.decode import DecodedBatch
 from birder_index.indexer.decode import PhotoDataset
 from birder_index.indexer.decode import batches
 from birder_index.indexer.decode import batches_between
 from birder_index.indexer.index import Index
-from birder_index.indexer.info import LAST_EMBEDDING_KEY
+from birder_index.indexer.options import BuildOptions
+from birder_index.indexer.options import Progress
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.write import BatchWriter
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
-    from birder_index.indexer.build import BuildOptions
-    from birder_index.indexer.build import BuildReport
-    from birder_index.indexer.build import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +68,38 @@ def reader(dataset: PhotoDataset, device: torch.device, batch_size: int, workers
     return batches(dataset, batch_size, workers, pin_memory=device.type == "cuda")
 
 
+@dataclass
+class PipelineCounts:
+    """What one run of the loop did."""
+
+    indexed: int = 0  # rows written (embedded, or copied from identical content)
+    reused: int = 0  # of those, copied from identical content
+    failed: int = 0  # new failures found while decoding
+    pending: int = 0  # left to do when stopped
+    interrupted: bool = False
+    embed_seconds: float = 0.0  # from the first batch on (compiling and checking the model not included)
+    compile_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
 def run_pipeline(
     index: Index,
     root: Path,
     todo: list[tuple[int, str]],
     encoder: Encoder,
     store: VectorStore,
+    *,
     options: BuildOptions,
     progress: Progress | None,
     stop: threading.Event,
-    report: BuildReport,
-) -> None:
+) -> PipelineCounts:
+    """Decode, embed and write `todo` ((id, path) pairs), one committed batch at a time, until done or `stop`."""
+    counts = PipelineCounts()
     batch_size = options.batch_size or default_batch_size(encoder.device)
     if should_compile(options.compile, encoder.device, len(todo)):
         if progress:
             progress("compile", 0)
-        report.compile_seconds = encoder.compile(batch_size) or 0.0
+        counts.compile_seconds = encoder.compile(batch_size) or 0.0
     dataset = PhotoDataset(root, todo, encoder.info.preprocess.size, fast=not options.exact)
     loader = reader(dataset, encoder.device, batch_size, options.workers)
     writer = BatchWriter(index, store)
@@ -98,27 +115,26 @@ def run_pipeline(
         t_embed = time.perf_counter()
         writer.write(batch, vectors)
         done += len(batch.ok) + len(batch.failed)
-        report.failures.extend((dataset.path_of[it.id], it.error or "") for it in batch.failed)
+        counts.failures.extend((dataset.path_of[it.id], it.error or "") for it in batch.failed)
         logger.debug(
             "batch of %d: embed %.3fs, write %.3fs", len(batch.ok), t_embed - t_batch, time.perf_counter() - t_embed
         )
         if progress:
             progress("done", len(batch.ok) + len(batch.failed))
         if stop.is_set():
-            report.interrupted = True
+            counts.interrupted = True
             break
     # The precision check is a one-off start-up cost, like compiling: not in the images/s.
-    report.embed_seconds = time.perf_counter() - t0 - (encoder.check_seconds - checked_before)
-    report.indexed = writer.counts.indexed
+    counts.embed_seconds = time.perf_counter() - t0 - (encoder.check_seconds - checked_before)
     if writer.counts.indexed:
         _record_setting(index, encoder, options)
-    report.reused = writer.counts.reused
-    report.failed += writer.counts.failed
-    report.pending = len(todo) - done
+    counts.indexed, counts.reused, counts.failed = writer.counts.indexed, writer.counts.reused, writer.counts.failed
+    counts.pending = len(todo) - done
+    return counts
 
 
 def _record_setting(index: Index, encoder: Encoder, options: BuildOptions) -> None:
     """What the last build embedded with (precision after its check, attention, compiled, decode): for `info`."""
     setting = {**encoder.setting(), "decode": "exact" if options.exact else "fast"}
     with session_scope(index.engine) as s:
-        q.set_json(s, LAST_EMBEDDING_KEY, setting)
+        q.set_json(s, MetaKey.LAST_EMBEDDING, setting)

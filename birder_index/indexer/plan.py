@@ -52,7 +52,7 @@ def hash_file(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def make_plan(root: Path, scanned: ScanResult, known: dict[str, Known], retry_failed: bool = False) -> Plan:
+def make_plan(root: Path, scanned: ScanResult, known: dict[str, Known], *, retry_failed: bool = False) -> Plan:
     plan = Plan()
     seen: set[str] = set()
     for f in scanned.files:

@@ -23,6 +23,7 @@ import numpy as np
 from birder_index.backbone.cpu import usable_cores
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
 from birder_index.indexer import ann
 from birder_index.indexer.index import ROW_MAP_SUFFIX
 from birder_index.indexer.index import AnnState
@@ -60,16 +61,16 @@ class RefreshReport:
     tune_seconds: float = 0.0
 
 
-def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> RefreshReport:
+def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False) -> RefreshReport:
     """Write a FAISS index holding exactly the indexed images. `rebuild`: even if the manifest says it is current
     (verify --repair); `retrain`: choose and train a new index from the store (reindex)."""
     t0 = time.perf_counter()
     faiss.omp_set_num_threads(usable_cores())
     with session_scope(index.engine) as s:
-        generation = q.get_int(s, "generation")
+        generation = q.get_int(s, MetaKey.GENERATION)
         manifest = q.get_manifest(s)
-        max_memory = q.get_int(s, "max_index_memory", DEFAULT_MEMORY)
-        target = float(q.get_meta(s, "target_recall") or DEFAULT_TARGET_RECALL)
+        max_memory = q.get_int(s, MetaKey.MAX_INDEX_MEMORY, default=DEFAULT_MEMORY)
+        target = float(q.get_meta(s, MetaKey.TARGET_RECALL) or DEFAULT_TARGET_RECALL)
     exists = manifest is not None and (index.dir / manifest.file).exists()
     if exists and manifest is not None and manifest.generation == generation and not (retrain or rebuild):
         return RefreshReport(manifest.factory, manifest.vector_count, False, 0.0)
@@ -79,10 +80,10 @@ def refresh_ann(index: Index, retrain: bool = False, rebuild: bool = False) -> R
     gpu = ann.gpu_available()
     fresh = retrain or not exists or manifest is None
     if not fresh and manifest is not None:
-        fresh = needs_retraining(manifest.factory, manifest.trained_on, len(ids), d, max_memory, gpu)
+        fresh = needs_retraining(manifest.factory, manifest.trained_on, len(ids), d, max_memory, gpu=gpu)
     timings = {"train_seconds": 0.0, "add_seconds": 0.0}
     if fresh:
-        plan = choose_index(len(ids), d, max_memory, gpu)
+        plan = choose_index(len(ids), d, max_memory=max_memory, gpu=gpu)
         state = _train(index, plan, gpu, timings)
         trained_on = len(ids)
     else:
@@ -181,13 +182,15 @@ def _tuned(
         # kk = k + 1 makes room for the query itself; the other k see exactly the k * k_factor candidates of a
         # user's k-query, not (k + 1) * k_factor, which flattered the tuned recall
         cands = (kk - 1) * k_factor + 1
-        return ann.search_reranked(state.index, x, kk, nprobe, k_factor, index.rows_of, index.store().array(), cands)
+        return ann.search_reranked(
+            state.index, x, kk, nprobe, k_factor, rows_of=index.rows_of, vectors=index.store().array(), candidates=cands
+        )
 
     nlist = int(state.params.get("nlist", 0))
     if nlist == 0:  # exact: recall 1.0 by construction; measure the speed
-        t = measure(search, xq, q_ids, gt, 1, 1)
+        t = measure(search, xq, q_ids, gt, 1, k_factor=1)
     else:
-        t = tune(search, xq, q_ids, gt, nlist, target)
+        t = tune(search, xq, q_ids, gt, nlist, target=target)
         state.params.update(nprobe=t.nprobe, k_factor=t.k_factor)
     state.params["tuned_at"] = n
     logger.info("tuned: recall@%d %.4f at %.0f queries/s (%s)", k, t.recall, t.qps, state.params)
@@ -208,17 +211,17 @@ def remove_stale_files(index: Index) -> list[str]:
     return removed
 
 
-def set_index_options(index: Index, max_index_memory: int | None = None, target_recall: float | None = None) -> None:
+def set_index_options(index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None) -> None:
     """Record the memory budget and target recall that later trainings and tunings use."""
     with session_scope(index.engine) as s:
         if max_index_memory is not None:
-            q.set_meta(s, "max_index_memory", max_index_memory)
+            q.set_meta(s, MetaKey.MAX_INDEX_MEMORY, max_index_memory)
         if target_recall is not None:
-            q.set_meta(s, "target_recall", target_recall)
+            q.set_meta(s, MetaKey.TARGET_RECALL, target_recall)
 
 
-def reindex(index: Index, max_index_memory: int | None = None, target_recall: float | None = None) -> RefreshReport:
+def reindex(index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None) -> RefreshReport:
     """Choose, train and tune the FAISS index again from the embedding store, under the writer lock."""
     with WriterLock(index.dir):
-        set_index_options(index, max_index_memory, target_recall)
+        set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
         return refresh_ann(index, retrain=True)

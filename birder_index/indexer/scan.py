@@ -37,7 +37,7 @@ class ScanResult:
     skipped_dirs: list[tuple[str, str]] = field(default_factory=list)  # folders that could not be listed
 
 
-def scan(root: Path, exclude: Path | None = None) -> ScanResult:
+def scan(root: Path, *, exclude: Path | None = None) -> ScanResult:
     result = ScanResult()
     exclude_real = os.path.realpath(exclude) if exclude is not None else None
     stack = [""]

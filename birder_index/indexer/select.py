@@ -45,7 +45,7 @@ class IndexPlan:
         return code * (1.05 if self.nbits == 4 else 1.0) + ID_BYTES
 
 
-def choose_index(n: int, d: int, max_memory: int = DEFAULT_MEMORY, gpu: bool = False) -> IndexPlan:
+def choose_index(n: int, d: int, *, max_memory: int = DEFAULT_MEMORY, gpu: bool = False) -> IndexPlan:
     """Exact search for small N; IVF with PQ codes above, sized to the budget; an HNSW coarse quantizer at 20M+."""
     flat = IndexPlan("Flat")
     if n <= FLAT_MAX and n * flat.bytes_per_vector(d) <= max_memory:
@@ -78,10 +78,10 @@ def _next_pow2(x: float) -> int:
     return 1 << max(0, math.ceil(math.log2(x)))
 
 
-def needs_retraining(factory: str, trained_on: int, n: int, d: int, max_memory: int, gpu: bool = False) -> bool:
+def needs_retraining(factory: str, trained_on: int, n: int, d: int, max_memory: int, *, gpu: bool = False) -> bool:
     """Retrain when the rules now pick another kind of index (N crossed FLAT_MAX), or when an IVF index's
     collection has grown 4x since training (its centroids and nlist were sized for far fewer vectors)."""
-    planned = choose_index(n, d, max_memory, gpu)
+    planned = choose_index(n, d, max_memory=max_memory, gpu=gpu)
     if planned.exact != (factory == "Flat"):
         return True
     return not planned.exact and n >= 4 * max(trained_on, 1)

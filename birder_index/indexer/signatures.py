@@ -20,6 +20,7 @@ from birder_index.backbone.colour import SIGNATURE_DIM
 from birder_index.backbone.thumbnail import THUMB_DIM
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
 from birder_index.indexer.vectors import VectorStore
 
 
@@ -27,16 +28,16 @@ from birder_index.indexer.vectors import VectorStore
 class Signature:
     file: str
     dim: int
-    meta: str  # the meta key holding the committed length
+    meta: MetaKey  # the meta key holding the committed length
     name: str
 
 
-COLOURS = Signature("colours.u8", SIGNATURE_DIM, "colour_rows", "colour store")
-THUMBNAILS = Signature("thumbs.u8", THUMB_DIM, "thumb_rows", "thumbnail store")
+COLOURS = Signature("colours.u8", SIGNATURE_DIM, MetaKey.COLOUR_ROWS, "colour store")
+THUMBNAILS = Signature("thumbs.u8", THUMB_DIM, MetaKey.THUMB_ROWS, "thumbnail store")
 
 
 def signature_store(index_dir: Path, kind: Signature, rows: int) -> VectorStore:
-    return VectorStore(index_dir / kind.file, kind.dim, "uint8", rows, kind.name)
+    return VectorStore(index_dir / kind.file, kind.dim, "uint8", rows, label=kind.name)
 
 
 def committed_store(index_dir: Path, engine: Engine, kind: Signature) -> VectorStore:
@@ -62,7 +63,7 @@ def read_signatures(store: VectorStore, rows: np.ndarray) -> np.ndarray:
     out = np.zeros((len(rows), store.dim), np.uint8)
     have = rows < store.rows
     if have.any():
-        out[have] = store.get(rows[have], np.uint8)
+        out[have] = store.get(rows[have], dtype=np.uint8)
     return out
 
 
@@ -84,7 +85,7 @@ def repair(index_dir: Path, engine: Engine, kind: Signature) -> int:
     return lost
 
 
-def unsigned(store: VectorStore, rows: np.ndarray, block: int = 1 << 18) -> int:
+def unsigned(store: VectorStore, rows: np.ndarray, *, block: int = 1 << 18) -> int:
     """How many of these store rows have no signature (past the store, or padded with zeros)."""
     rows = np.asarray(rows, np.int64)
     covered = rows[rows < store.rows]

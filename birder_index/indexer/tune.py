@@ -66,7 +66,9 @@ def recall_at(I: np.ndarray, gt: np.ndarray) -> float:
     return hits / max(1, int((gt >= 0).sum()))
 
 
-def measure(search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, nprobe: int, k_factor: int) -> Tuning:
+def measure(
+    search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, nprobe: int, *, k_factor: int
+) -> Tuning:
     k = gt.shape[1]
     t0 = time.perf_counter()
     _, I = search(xq, k + 1, nprobe, k_factor)
@@ -74,7 +76,7 @@ def measure(search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray,
     return Tuning(nprobe, k_factor, recall_at(drop_self(I, q_ids, k), gt), len(xq) / max(seconds, 1e-9))
 
 
-def tune(search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, nlist: int, target: float) -> Tuning:
+def tune(search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, nlist: int, *, target: float) -> Tuning:
     """For each k_factor, the smallest power-of-two nprobe reaching `target`; then the fastest of those. When no
     setting reaches the target, the most accurate one measured."""
     reached: list[Tuning] = []
@@ -82,7 +84,7 @@ def tune(search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, nl
     for k_factor in K_FACTORS:
         nprobe = 1
         while True:
-            t = measure(search, xq, q_ids, gt, nprobe, k_factor)
+            t = measure(search, xq, q_ids, gt, nprobe, k_factor=k_factor)
             logger.debug("nprobe %d k_factor %d: recall %.4f, %.0f q/s", nprobe, k_factor, t.recall, t.qps)
             if best is None or t.recall > best.recall:
                 best = t

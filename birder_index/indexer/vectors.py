@@ -20,7 +20,7 @@ DTYPES = {"float16": np.float16, "float32": np.float32, "uint8": np.uint8}  # ui
 
 
 class VectorStore:
-    def __init__(self, path: Path, dim: int, dtype: str, rows: int, label: str = "embedding store") -> None:
+    def __init__(self, path: Path, dim: int, dtype: str, rows: int, *, label: str = "embedding store") -> None:
         if dtype not in DTYPES:
             raise ValueError(f"unknown store dtype {dtype}")
         self.path = path
@@ -47,7 +47,7 @@ class VectorStore:
                 self._map = np.memmap(self.path, self.dtype, "r", shape=(self.rows, self.dim))
         return self._map
 
-    def get(self, rows: np.ndarray, dtype: type[np.generic] = np.float32) -> np.ndarray:
+    def get(self, rows: np.ndarray, *, dtype: type[np.generic] = np.float32) -> np.ndarray:
         """(len(rows), dim) rows in `dtype` (float32 by default) for store row numbers, in the order given."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
@@ -58,7 +58,7 @@ class VectorStore:
         out[order] = arr[rows[order]]
         return out
 
-    def blocks(self, rows: np.ndarray, block: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, rows: np.ndarray, *, block: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
         """(offset, float32 block) over the given store rows, `block` rows at a time: memory stays bounded."""
         for start in range(0, len(rows), block):
             yield start, self.get(rows[start : start + block])

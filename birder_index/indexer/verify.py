@@ -18,6 +18,7 @@ import numpy as np
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import INDEXED
+from birder_index.db.models import MetaKey
 from birder_index.indexer import ann
 from birder_index.indexer import signatures
 from birder_index.indexer.index import Index
@@ -57,7 +58,7 @@ class VerifyReport:
         )
 
 
-def verify_index(index: Index, deep: bool = False, repair: bool = False) -> VerifyReport:
+def verify_index(index: Index, *, deep: bool = False, repair: bool = False) -> VerifyReport:
     if repair:
         with WriterLock(index.dir):
             report = _check(index, deep)
@@ -71,7 +72,7 @@ def _check(index: Index, deep: bool) -> VerifyReport:
     with session_scope(index.engine) as s:
         counts = q.counts(s)
         known = q.known_files(s)
-        r.store_rows = q.get_int(s, "store_rows")
+        r.store_rows = q.get_int(s, MetaKey.STORE_ROWS)
         manifest = q.get_manifest(s)
     r.indexed, r.pending, r.failed = counts["indexed"], counts["pending"], counts["failed"]
     index.invalidate()

@@ -15,6 +15,7 @@ import numpy as np
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
 from birder_index.indexer.decode import DecodedBatch
 from birder_index.indexer.index import Index
 from birder_index.indexer.signatures import COLOURS
@@ -89,9 +90,9 @@ class BatchWriter:
         with session_scope(self.index.engine) as s:
             q.mark_indexed(s, indexed)
             q.mark_failed(s, failed)
-            q.set_meta(s, "store_rows", self.store.rows)
-            q.set_meta(s, "colour_rows", self.colours.rows)
-            q.set_meta(s, "thumb_rows", self.thumbs.rows)
+            q.set_meta(s, MetaKey.STORE_ROWS, self.store.rows)
+            q.set_meta(s, MetaKey.COLOUR_ROWS, self.colours.rows)
+            q.set_meta(s, MetaKey.THUMB_ROWS, self.thumbs.rows)
             if indexed:
                 q.bump_generation(s)
         for it, r in zip(batch.ok, rows, strict=True):

@@ -1,19 +1,10 @@
-"""Queries over an index: nearest neighbours (knn.py), classification by the model's head (classify.py)."""
+"""Queries over an index: nearest neighbours (knn.py), what a query becomes as a vector (queries.py), and
+classification by the model's own head (classify.py).
 
-from birder_index.search.classify import classify_images
-from birder_index.search.knn import Hit
-from birder_index.search.knn import QueryResult
-from birder_index.search.knn import nearest
-from birder_index.search.knn import search_images
-from birder_index.search.knn import search_vector_file
-from birder_index.search.knn import search_vectors
+Names are exported lazily (`__init__.pyi` lists them; docs/api.md says why): importing the package loads
+neither torch nor FAISS until a name is used.
+"""
 
-__all__ = [
-    "Hit",
-    "QueryResult",
-    "classify_images",
-    "nearest",
-    "search_images",
-    "search_vector_file",
-    "search_vectors",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

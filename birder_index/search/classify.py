@@ -11,6 +11,7 @@ from birder_index.errors import ImageError
 
 def classify_images(
     images: list[str],
+    *,
     k: int = 5,
     model: str | None = None,
     weights: Path | None = None,
@@ -34,7 +35,7 @@ def classify_images(
         raise BirderIndexError(f"-k must be >= 1, got {k}")
     precision = "float32" if exact else "auto"
     if model or weights:
-        encoder = load_backbone(model, weights, size=size, device=device, precision=precision)
+        encoder = load_backbone(model, weights=weights, size=size, device=device, precision=precision)
     else:
         with open_index(index_dir) as index:
             encoder = index.load_encoder(device=device, precision=precision)

@@ -52,9 +52,9 @@ def test_architecture_from_shapes_when_the_name_says_nothing(tmp_path: Path) -> 
 
 def test_model_names_the_architecture_of_weights(tmp_path: Path) -> None:
     path = save_vit(tmp_path, "vit_l16", "pt", name="renamed")
-    assert load_backbone("vit_l16", path).info.arch == "vit_l16"
+    assert load_backbone("vit_l16", weights=path).info.arch == "vit_l16"
     with pytest.raises(CheckpointError, match="weights do not fit vit_reg4_b16: missing reg_tokens"):
-        load_backbone("vit_reg4_b16", path)
+        load_backbone("vit_reg4_b16", weights=path)
 
 
 def test_config_json_beside_the_weights_names_the_architecture(tmp_path: Path) -> None:

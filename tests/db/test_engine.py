@@ -10,6 +10,7 @@ from birder_index.db.engine import open_database
 from birder_index.db.engine import session_scope
 from birder_index.db.engine import sqlite_url
 from birder_index.db.models import SCHEMA_VERSION
+from birder_index.db.models import MetaKey
 from birder_index.errors import IndexMismatch
 
 
@@ -20,14 +21,14 @@ def test_new_database_has_schema_wal_and_foreign_keys(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
     with session_scope(engine) as s:
-        assert q.get_int(s, "schema_version") == SCHEMA_VERSION
+        assert q.get_int(s, MetaKey.SCHEMA_VERSION) == SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "i.db")
     engine = open_database(url, create=True)
     with session_scope(engine) as s:
-        q.set_meta(s, "schema_version", SCHEMA_VERSION + 1)
+        q.set_meta(s, MetaKey.SCHEMA_VERSION, SCHEMA_VERSION + 1)
     with pytest.raises(IndexMismatch, match=f"has schema {SCHEMA_VERSION + 1}; this birder-index reads up to"):
         open_database(url)
 
@@ -72,7 +73,7 @@ def test_a_half_created_database_is_left_to_its_creator(tmp_path: Path) -> None:
         assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE name = 'labels'")).scalar() == 0
     open_database(url, create=True)  # a build that resumes a killed first build finishes the schema
     with session_scope(open_database(url)) as s:
-        assert q.get_int(s, "schema_version") == SCHEMA_VERSION
+        assert q.get_int(s, MetaKey.SCHEMA_VERSION) == SCHEMA_VERSION
 
 
 def test_tables_created_by_another_process_at_the_same_moment_are_fine(

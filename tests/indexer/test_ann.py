@@ -37,7 +37,7 @@ def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 def _import(tmp_path: Path, x: np.ndarray, name: str = "x", **kw: object) -> Path:
     np.save(tmp_path / f"{name}.npy", x)
     (tmp_path / f"{name}.txt").write_text("\n".join(f"{name}/{i}.jpg" for i in range(len(x))))
-    import_embeddings(tmp_path / f"{name}.npy", tmp_path / "index", tmp_path / f"{name}.txt", **kw)  # type: ignore[arg-type]
+    import_embeddings(tmp_path / f"{name}.npy", tmp_path / "index", paths_file=tmp_path / f"{name}.txt", **kw)  # type: ignore[arg-type]
     return tmp_path / "index"
 
 

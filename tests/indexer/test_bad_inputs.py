@@ -17,7 +17,7 @@ from PIL import Image
 
 from birder_index.cli import cli
 from birder_index.indexer import open_index
-from birder_index.search.knn import embed_files
+from birder_index.search.queries import embed_files
 from tests.helpers import photo
 
 EXPECTED_FAILURES = {

@@ -106,11 +106,11 @@ def test_another_model_is_refused(photos: Path, tiny_pt: Path, tmp_path: Path) -
 
 def test_index_belongs_to_one_folder(photos: Path, tiny_pt: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "idx"
-    build_index(photos, index_dir, ModelSpec(weights=tiny_pt), OPTS)
+    build_index(photos, index_dir=index_dir, spec=ModelSpec(weights=tiny_pt), options=OPTS)
     other = tmp_path / "other"
     other.mkdir()
     with pytest.raises(IndexMismatch, match="is for .*photos, not .*other"):
-        build_index(other, index_dir, options=OPTS)
+        build_index(other, index_dir=index_dir, options=OPTS)
 
 
 def test_index_inside_a_folder_moves_with_it(photos: Path, tiny_pt: Path, tmp_path: Path) -> None:
@@ -142,7 +142,10 @@ def test_workers_and_batches_give_the_same_vectors(photos: Path, tiny_pt: Path, 
         "b": BuildOptions(workers=2, batch_size=3),  # worker processes beside the model
         "c": BuildOptions(batch_size=4),  # the CPU default: threads between the model's batches
     }
-    reports = {name: build_index(photos, tmp_path / name, spec, options) for name, options in readers.items()}
+    reports = {
+        name: build_index(photos, index_dir=tmp_path / name, spec=spec, options=options)
+        for name, options in readers.items()
+    }
     assert {(r.indexed, r.failed) for r in reports.values()} == {(8, 1)}  # the truncated JPEG, whatever the reader
     with open_index(tmp_path / "a") as a:
         ids_a, _ = a.id_rows()

@@ -35,7 +35,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("crash")
     make_corpus(root / "photos", N)
     weights = save_vit(root, "vit_reg4_b16", "pt")
-    build_index(root / "photos", root / "reference", ModelSpec(weights=weights), BuildOptions(workers=0, batch_size=2))
+    build_index(
+        root / "photos",
+        index_dir=root / "reference",
+        spec=ModelSpec(weights=weights),
+        options=BuildOptions(workers=0, batch_size=2),
+    )
     return root / "photos", weights, root / "reference"
 
 

@@ -56,10 +56,10 @@ def test_birder_predict_files(tmp_path: Path, maker: object) -> None:
 def test_npy_with_paths_and_reimport_replaces(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", X)
     (tmp_path / "p.txt").write_text("\n".join(SAMPLES))
-    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", tmp_path / "p.txt")
+    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", paths_file=tmp_path / "p.txt")
     np.save(tmp_path / "y.npy", -X[:10])
     (tmp_path / "q.txt").write_text("\n".join(SAMPLES[:10]))
-    report = import_embeddings(tmp_path / "y.npy", tmp_path / "idx", tmp_path / "q.txt")
+    report = import_embeddings(tmp_path / "y.npy", tmp_path / "idx", paths_file=tmp_path / "q.txt")
     assert report.imported == 10
     with open_index(tmp_path / "idx") as index:
         assert index.ann().index.ntotal == 50  # replaced, not added twice
@@ -74,11 +74,11 @@ def test_import_errors(tmp_path: Path) -> None:
         import_embeddings(tmp_path / "x.npy", tmp_path / "idx")
     (tmp_path / "p.txt").write_text("\n".join(SAMPLES[:3]))
     with pytest.raises(BirderIndexError, match=r"holds \(50, 16\) vectors but .* lists 3 paths"):
-        import_embeddings(tmp_path / "x.npy", tmp_path / "idx", tmp_path / "p.txt")
+        import_embeddings(tmp_path / "x.npy", tmp_path / "idx", paths_file=tmp_path / "p.txt")
     import_embeddings(_parquet(tmp_path / "e.parquet"), tmp_path / "idx2")
     np.save(tmp_path / "w.npy", np.ones((3, 8), np.float32))
     with pytest.raises(IndexMismatch, match="dimension 8, the index holds 16|dimension 8, the model"):
-        import_embeddings(tmp_path / "w.npy", tmp_path / "idx2", tmp_path / "p.txt")
+        import_embeddings(tmp_path / "w.npy", tmp_path / "idx2", paths_file=tmp_path / "p.txt")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     result = CliRunner().invoke(cli, ["import", str(tmp_path / "bad.parquet"), "--index-dir", str(tmp_path / "i3")])
     assert result.exit_code == 1 and result.output.startswith("Error: cannot read embeddings from")
@@ -97,7 +97,7 @@ def test_search_image_needs_a_model(tmp_path: Path) -> None:
 def test_info_names_imported_embeddings_as_such(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", X)
     (tmp_path / "p.txt").write_text("\n".join(SAMPLES))
-    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", tmp_path / "p.txt")
+    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", paths_file=tmp_path / "p.txt")
     result = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "idx")])
     assert result.exit_code == 0, result.output
     assert "photos:  (imported embeddings)" in result.output

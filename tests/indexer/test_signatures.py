@@ -17,6 +17,8 @@ from birder_index.backbone.thumbnail import thumbnail
 from birder_index.cli import cli
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
+from birder_index.dedup.find import find_duplicates
 from birder_index.errors import IndexMismatch
 from birder_index.indexer import BuildOptions
 from birder_index.indexer import ModelSpec
@@ -26,7 +28,6 @@ from birder_index.indexer import verify_index
 from birder_index.indexer.signatures import COLOURS
 from birder_index.indexer.signatures import THUMBNAILS
 from birder_index.indexer.signatures import read_signatures
-from birder_index.search.dedup import find_duplicates
 from tests.helpers import photo
 
 OPTS = BuildOptions(workers=0)
@@ -38,7 +39,7 @@ def _signatures(index_dir: Path) -> tuple[dict[str, np.ndarray], int, int]:
         ids, rows = index.id_rows()
         with session_scope(index.engine) as s:
             paths = q.paths_of(s, ids)
-            lengths = q.get_int(s, "store_rows"), q.get_int(s, "colour_rows")
+            lengths = q.get_int(s, MetaKey.STORE_ROWS), q.get_int(s, MetaKey.COLOUR_ROWS)
         sigs = read_signatures(index.colours(), rows)
     return {paths[int(i)]: sig for i, sig in zip(ids, sigs, strict=True)}, *lengths
 
@@ -62,7 +63,7 @@ def test_build_stores_each_photos_thumbnail_row_aligned(photos: Path, tiny_pt: P
         ids, rows = index.id_rows()
         with session_scope(index.engine) as s:
             paths = q.paths_of(s, ids)
-            assert q.get_int(s, "thumb_rows") == q.get_int(s, "store_rows") == 9
+            assert q.get_int(s, MetaKey.THUMB_ROWS) == q.get_int(s, MetaKey.STORE_ROWS) == 9
         thumbs = read_signatures(index.thumbnails(), rows)
     for i, thumb in zip(ids, thumbs, strict=True):  # the thumbnail of the pixels the model saw
         assert np.array_equal(thumb, thumbnail(decode(photos / paths[int(i)], (32, 32)).pixels)), paths[int(i)]
@@ -73,7 +74,7 @@ def test_an_index_without_signatures_is_padded_before_the_next_append(photos: Pa
     index_dir = photos / ".birder-index"
     (index_dir / COLOURS.file).unlink()  # as an index built before colour signatures existed
     with open_index(index_dir) as index, session_scope(index.engine) as s:
-        q.set_meta(s, "colour_rows", 0)
+        q.set_meta(s, MetaKey.COLOUR_ROWS, 0)
     sigs, _, _ = _signatures(index_dir)
     assert not any(sig.any() for sig in sigs.values())  # unknown: dedup's colour check lets them pass
     photo(99).save(photos / "new.png")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from birder_index.dedup.calibrate import THUMBNAIL_BARS
+from birder_index.dedup.calibrate import choose_threshold
+from birder_index.dedup.calibrate import choose_thumbnail_min
 from birder_index.errors import BirderIndexError
-from birder_index.search.calibrate import THUMBNAIL_BARS
-from birder_index.search.calibrate import choose_threshold
-from birder_index.search.calibrate import choose_thumbnail_min
 
 RNG = np.random.default_rng(0)
 POS = RNG.uniform(0.85, 1.0, 1000)  # a photo and its variant
@@ -37,10 +37,10 @@ def test_duplicates_already_in_the_collection_do_not_push_the_threshold_to_one()
 
 def test_known_copies_leave_the_negatives_and_count_among_the_duplicates() -> None:
     copies = RNG.uniform(0.85, 1.0, 300)  # pairs of copies whose pixels agree: known, left out of the negatives
-    t, reached, duplicates = choose_threshold(POS, NEG, 0.99, copies)
+    t, reached, duplicates = choose_threshold(POS, NEG, 0.99, copies=copies)
     assert t < 0.9 and reached >= 0.99 and duplicates < 30  # few left to estimate beyond the known ones
     hidden = np.concatenate([NEG, RNG.uniform(0.85, 1.0, 100)])  # 100 more copies the pixels did not reveal
-    t_hidden, reached_hidden, more = choose_threshold(POS, hidden, 0.99, copies)
+    t_hidden, reached_hidden, more = choose_threshold(POS, hidden, 0.99, copies=copies)
     assert more == pytest.approx(100, rel=0.35) and t_hidden < 0.9 and reached_hidden >= 0.99
 
 
@@ -60,15 +60,15 @@ def test_the_thumbnail_bar_is_the_lowest_that_keeps_the_precision() -> None:
     neg_thumb = RNG.uniform(0.0, 0.9, len(NEG))
     t, _, duplicates = choose_threshold(pos, NEG, 0.99)
     assert np.mean(pos[:100] >= t) < 0.1  # the low copies cost too many negatives for the embeddings alone
-    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, neg_thumb, t, duplicates, 0.99)
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, neg_thumb, t, duplicates=duplicates, precision=0.99)
     assert bar == THUMBNAIL_BARS[0] and reached >= 0.99
     smooth = neg_thumb.copy()
     smooth[:30] = 0.987  # different photos of one smooth scene: their thumbnails agree this much
-    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, smooth, t, duplicates, 0.99)
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, smooth, t, duplicates=duplicates, precision=0.99)
     assert bar == 0.99 and reached >= 0.99  # the lowest bar above them
     alike = neg_thumb.copy()
     alike[:30] = 0.999  # as alike as the copies: no bar keeps the precision, thumbnails stay off
-    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, alike, t, duplicates, 0.99)
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, alike, t, duplicates=duplicates, precision=0.99)
     assert bar == 0.0 and np.isnan(reached)
 
 

@@ -39,17 +39,17 @@ class Classifier(Protocol):
 
 
 @dataclass
-class Knn:
+class KnnClassifier:
     xb: np.ndarray  # L2-normalised labelled embeddings
     yb: np.ndarray  # class index per labelled embedding
     classes: list[str]
     k: int = 10
 
     @classmethod
-    def fit(cls, xb: np.ndarray, yb: np.ndarray, classes: list[str], k: int = 10) -> Knn:
+    def fit(cls, xb: np.ndarray, yb: np.ndarray, classes: list[str], *, k: int = 10) -> KnnClassifier:
         return cls(l2(xb), yb, classes, k)
 
-    def neighbours(self, xq: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def neighbours(self, xq: np.ndarray, *, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, labelled indices) of the k nearest, best first; `exclude[i]` is left out for query i."""
         sims = l2(xq) @ self.xb.T
         if exclude is not None:
@@ -58,8 +58,8 @@ class Knn:
         top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(sims, top, 1), top
 
-    def scores(self, xq: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-        sims, top = self.neighbours(xq, exclude)
+    def scores(self, xq: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
+        sims, top = self.neighbours(xq, exclude=exclude)
         w = np.exp((sims - sims[:, :1]) / TEMPERATURE)
         w /= w.sum(axis=1, keepdims=True)
         out = np.zeros((len(xq), len(self.classes)), np.float32)
@@ -68,14 +68,14 @@ class Knn:
 
 
 @dataclass
-class Prototype:
+class PrototypeClassifier:
     mean: np.ndarray  # mean of the labelled embeddings
     centroids: np.ndarray  # (n_classes, d) class means of the centred, normalised labelled embeddings
     counts: np.ndarray
     classes: list[str]
 
     @classmethod
-    def fit(cls, xb: np.ndarray, yb: np.ndarray, classes: list[str]) -> Prototype:
+    def fit(cls, xb: np.ndarray, yb: np.ndarray, classes: list[str]) -> PrototypeClassifier:
         mean = np.asarray(xb, np.float32).mean(axis=0)
         z = l2(xb - mean)
         counts = np.bincount(yb, minlength=len(classes)).astype(np.float32)
@@ -128,11 +128,18 @@ class Prediction:
 
 
 def top_predictions(
-    scores: np.ndarray, classes: list[str], k: int, support: Knn, xq: np.ndarray, ids: np.ndarray, per_class: int = 3,
+    scores: np.ndarray,
+    support: KnnClassifier,
+    xq: np.ndarray,
+    ids: np.ndarray,
+    *,
+    k: int,
+    per_class: int = 3,
     own: np.ndarray | None = None,
-) -> list[list[Prediction]]:  # fmt: skip
-    """The k best classes per query, each with the labelled photos of that class nearest to the query; `own[i]`
-    (when >= 0) is query i's own labelled photo, never listed as support for it."""
+) -> list[list[Prediction]]:
+    """The k best classes per query, each with the labelled photos of that class (`support`, the labelled set
+    whose ids are `ids`) nearest to the query; `own[i]` (when >= 0) is query i's own labelled photo, never listed as
+    support for it."""
     sims = l2(xq) @ support.xb.T
     if own is not None:
         rows = np.flatnonzero(own >= 0)
@@ -144,6 +151,6 @@ def top_predictions(
         for c in best:
             members = np.flatnonzero(support.yb == c)
             nearest = members[np.argsort(-qsims[members], kind="stable")[:per_class]]
-            preds.append(Prediction(classes[c], float(row[c]), ids[nearest].tolist()))
+            preds.append(Prediction(support.classes[c], float(row[c]), ids[nearest].tolist()))
         out.append(preds)
     return out

@@ -8,9 +8,9 @@ import pytest
 from birder_index.backbone.thumbnail import THUMB_DIM
 from birder_index.backbone.thumbnail import mirrored
 from birder_index.backbone.thumbnail import thumbnail_vectors
-from birder_index.search import pairs
-from birder_index.search.thumbnail_pairs import Upright
-from birder_index.search.thumbnail_pairs import thumbnail_pairs
+from birder_index.dedup import pairs
+from birder_index.dedup.thumbnail_pairs import Upright
+from birder_index.dedup.thumbnail_pairs import thumbnail_pairs
 
 
 def _thumbs(n: int, seed: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_join_of_two_collections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)
     x = _thumbs(1500, seed=2)
     xq, xb = x[::2], x[1::2]
-    a, b = thumbnail_pairs(lambda p: xq[p], len(xq), 0.97, lambda p: xb[p], len(xb))
+    a, b = thumbnail_pairs(lambda p: xq[p], len(xq), 0.97, read_b=lambda p: xb[p], nb=len(xb))
     expected = _brute(xq, xb, 0.97, same=False)
     assert len(expected) > 50
     assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected

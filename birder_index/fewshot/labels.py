@@ -1,4 +1,5 @@
-"""Label sets: a folder-per-class tree (ImageFolder layout) or a CSV `path,label`, stored in the index."""
+"""Label sets: imported from a folder-per-class tree (ImageFolder layout) or a CSV `path,label`, stored in the
+index, and read back with their embeddings as a `LabelledSet`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+import numpy as np
+
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
+from birder_index.fewshot.classifiers import fit_classes
 from birder_index.indexer.index import Index
 from birder_index.indexer.scan import IMAGE_EXTENSIONS
 
@@ -24,6 +28,25 @@ class LabelImport:
     classes: int = 0
     unknown: list[str] = field(default_factory=list)  # paths not in the index (not indexed, or failed)
     empty_classes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    ids: np.ndarray
+    x: np.ndarray  # raw embeddings
+    y: np.ndarray  # class indices
+    classes: list[str]
+
+
+def labelled_set(index: Index, set_name: str) -> LabelledSet:
+    with session_scope(index.engine) as s:
+        ids, labels = q.labels_of(s, set_name)
+    if not len(ids):
+        raise BirderIndexError(f"label set {set_name!r} is empty or does not exist (`birder-index label list`)")
+    y, classes = fit_classes(labels)
+    if len(classes) < 2:
+        raise BirderIndexError(f"label set {set_name!r} has one class ({classes[0]}); lookup needs at least 2")
+    return LabelledSet(ids, index.vectors(ids), y, classes)
 
 
 def read_label_source(source: Path, root: Path | None) -> tuple[list[tuple[str, str]], list[str]]:
@@ -93,21 +116,21 @@ def import_labels(index: Index, source: Path, set_name: str) -> LabelImport:
     return report
 
 
-def label_summary(index: Index, set_name: str | None = None) -> list[tuple[str, str, int]]:
+def label_summary(index: Index, *, set_name: str | None = None) -> list[tuple[str, str, int]]:
     with session_scope(index.engine) as s:
-        return q.label_summary(s, set_name)
+        return q.label_summary(s, set_name=set_name)
 
 
-def remove_labels(index: Index, set_name: str, label: str | None = None) -> int:
+def remove_labels(index: Index, set_name: str, *, label: str | None = None) -> int:
     with session_scope(index.engine) as s:
-        n = q.remove_labels(s, set_name, label)
+        n = q.remove_labels(s, set_name, label=label)
     if n == 0:
         raise BirderIndexError(f"no labels {'in class ' + repr(label) + ' of ' if label else 'in '}set {set_name!r}")
     return n
 
 
 def label_folder_or_csv(
-    source: Path, set_name: str, index_dir: Path | None = None, spec: object | None = None
+    source: Path, set_name: str, *, index_dir: Path | None = None, spec: object | None = None
 ) -> tuple[LabelImport, Path]:
     """Import labels, indexing on the way: a class-folder tree inside the indexed folder is indexed incrementally
     first; with no index anywhere, the tree itself becomes the indexed folder. Returns (report, index folder)."""
@@ -120,15 +143,17 @@ def label_folder_or_csv(
 
     model = spec if isinstance(spec, ModelSpec) else ModelSpec()
     try:
-        directory = find_index_dir(index_dir, start=source if source.is_dir() else None)
+        directory = find_index_dir(explicit=index_dir, start=source if source.is_dir() else None)
     except IndexNotFound:
         if not source.is_dir() or index_dir is not None:
             raise
         build_index(source, spec=model, options=BuildOptions())
-        directory = find_index_dir(None, start=source)
+        directory = find_index_dir(explicit=None, start=source)
     with open_index(directory) as index:
         root = index.root
     if source.is_dir() and root is not None and source.resolve().is_relative_to(root):
-        build_index(root, directory, model, BuildOptions())  # incremental: only photos not yet indexed
+        build_index(
+            root, index_dir=directory, spec=model, options=BuildOptions()
+        )  # incremental: only photos not yet indexed
     with open_index(directory) as index:
         return import_labels(index, source, set_name), directory

@@ -34,7 +34,7 @@ QUERIES_MAX = 1 << 10  # queries scored at once: bounded, so a cell's work alloc
 
 
 def similar_pairs(
-    fetch_q: Fetch, nq: int, threshold: float, fetch_b: Fetch | None = None, nb: int = 0, seed: int = 0
+    fetch_q: Fetch, nq: int, threshold: float, *, fetch_b: Fetch | None = None, nb: int = 0, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query positions, database positions, cosine) of every pair with cosine >= threshold.
 
@@ -47,7 +47,7 @@ def similar_pairs(
     if nq == 0 or nb == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
-    centroids = train_centroids(fetch_b, nb, seed)
+    centroids = train_centroids(fetch_b, nb, seed=seed)
     # Every member's cell must be known before the first round of the join, so a self-join scores its vectors
     # against the centroids twice (here and in `probes`) rather than hold all probe lists at once.
     b_home = assign(fetch_b, nb, centroids)
@@ -56,13 +56,13 @@ def similar_pairs(
     parts, held, pos_parts, cell_parts = [], 0, [], []
     for start in range(0, nq, BLOCK):
         q = np.arange(start, min(start + BLOCK, nq))
-        q_pos, q_cell = probes(fetch_q, q, centroids, gaps, radius, b_home[q] if same else None)
+        q_pos, q_cell = reachable_cells(fetch_q, q, centroids, gaps, radius, home=b_home[q] if same else None)
         pos_parts.append(q_pos)
         cell_parts.append(q_cell)
         held += len(q_pos)
         if held >= PROBES_MAX or start + BLOCK >= nq:  # joined in rounds when a low threshold prunes little
             q_pos, q_cell = np.concatenate(pos_parts), np.concatenate(cell_parts)
-            parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold, same))
+            parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same))
             held, pos_parts, cell_parts = 0, [], []
     qa, qb, scores = (np.concatenate(v) for v in zip(*parts, strict=True))
     return qa, qb, scores
@@ -77,7 +77,7 @@ def n_cells(nb: int) -> int:
     return 1 << math.ceil(math.log2(math.sqrt(nb)))
 
 
-def train_centroids(fetch: Fetch, n: int, seed: int = 0) -> np.ndarray:
+def train_centroids(fetch: Fetch, n: int, *, seed: int = 0) -> np.ndarray:
     """Spherical k-means centroids (cells, d) from a random sample of the vectors."""
     cells = n_cells(n)
     first = fetch(np.zeros(1, np.int64))
@@ -100,9 +100,9 @@ def assign(fetch: Fetch, n: int, centroids: np.ndarray) -> np.ndarray:
     return home
 
 
-def probes(
+def reachable_cells(
     fetch: Fetch, positions: np.ndarray, centroids: np.ndarray, gaps: np.ndarray, radius: float,
-    home: np.ndarray | None = None,
+    *, home: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(positions, cells): every cell each vector must be compared with. `gaps` are the centroids' distances.
 
@@ -143,7 +143,7 @@ class CellMembers:
 
 
 def join_cells(
-    fetch_q: Fetch, fetch_b: Fetch, q_pos: np.ndarray, q_cell: np.ndarray, cells: CellMembers, threshold: float,
+    fetch_q: Fetch, fetch_b: Fetch, q_pos: np.ndarray, q_cell: np.ndarray, cells: CellMembers, *, threshold: float,
     same: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Score each cell's probing queries against the cell's members and keep pairs >= threshold (a self-join:

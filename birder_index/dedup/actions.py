@@ -14,8 +14,8 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from birder_index.dedup.find import DedupResult
 from birder_index.errors import BirderIndexError
-from birder_index.search.dedup import DedupResult
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,18 @@ from PIL import Image
 from birder_index.cli import cli
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
-from birder_index.search.fewshot import Knn
-from birder_index.search.fewshot import Prototype
-from birder_index.search.fewshot import fit_classes
-from birder_index.search.fewshot import l2
-from birder_index.search.fewshot import open_set_threshold
-from birder_index.search.probe import LinearProbe
-from birder_index.search.probe import fit_probe
-from birder_index.search.probe import fit_probe_streaming
-from birder_index.search.probe import loss_and_grad
-from birder_index.search.probe_eval import confusion_png
-from birder_index.search.probe_eval import kshot_curves
-from birder_index.search.probe_eval import sample_k_shot
+from birder_index.fewshot.classifiers import KnnClassifier
+from birder_index.fewshot.classifiers import PrototypeClassifier
+from birder_index.fewshot.classifiers import fit_classes
+from birder_index.fewshot.classifiers import l2
+from birder_index.fewshot.classifiers import open_set_threshold
+from birder_index.fewshot.evaluate import confusion_png
+from birder_index.fewshot.evaluate import kshot_curves
+from birder_index.fewshot.evaluate import sample_k_shot
+from birder_index.fewshot.probe import LinearProbe
+from birder_index.fewshot.probe import fit_probe
+from birder_index.fewshot.probe import fit_probe_streaming
+from birder_index.fewshot.probe import loss_and_grad
 from tests.helpers import photo
 
 
@@ -39,7 +39,7 @@ def clusters(n_per: int = 20, d: int = 32, classes: int = 3, seed: int = 0) -> t
 
 def test_knn_votes_with_softmax_weights() -> None:
     x, y = clusters()
-    knn = Knn.fit(x, y, ["a", "b", "c"], k=5)
+    knn = KnnClassifier.fit(x, y, ["a", "b", "c"], k=5)
     scores = knn.scores(x[[0, 25, 45]] + 0.01)
     assert scores.argmax(1).tolist() == [0, 1, 2] and np.allclose(scores.sum(1), 1)
     # by hand, for one query: softmax(top-5 cosine / 0.07), summed per class
@@ -52,7 +52,7 @@ def test_knn_votes_with_softmax_weights() -> None:
 
 def test_prototype_is_simpleshot() -> None:
     x, y = clusters(seed=1)
-    proto = Prototype.fit(x, y, ["a", "b", "c"])
+    proto = PrototypeClassifier.fit(x, y, ["a", "b", "c"])
     xq = x[::7] + 0.3
     mean = x.mean(0)
     z, zq = l2(x - mean), l2(xq - mean)
@@ -63,9 +63,9 @@ def test_prototype_is_simpleshot() -> None:
 
 def test_open_set_threshold_rejects_what_is_far() -> None:
     x, y = clusters(seed=2)
-    knn = Knn.fit(x, y, ["a", "b", "c"], k=5)
+    knn = KnnClassifier.fit(x, y, ["a", "b", "c"], k=5)
     t = open_set_threshold(knn.scores(x, exclude=np.arange(len(x))))
-    proto = Prototype.fit(x, y, ["a", "b", "c"])
+    proto = PrototypeClassifier.fit(x, y, ["a", "b", "c"])
     tp = open_set_threshold(proto.loo_scores(x, y))
     far = np.random.default_rng(9).standard_normal((5, 32)).astype(np.float32) * 3 - 5.0
     assert (proto.scores(far).max(1) < tp).all() and (proto.scores(x[::5]).max(1) >= tp).mean() >= 0.9
@@ -92,7 +92,7 @@ def test_probe_gradient_is_autograds(weighted: bool) -> None:
     x, y = torch.from_numpy(rng.standard_normal((50, 8)).astype(np.float32)), torch.from_numpy(rng.integers(0, 3, 50))
     w, b = torch.randn(3, 8, requires_grad=True), torch.randn(3, requires_grad=True)
     cw = torch.tensor([0.5, 1.0, 2.0]) if weighted else None
-    loss, gw, gb = loss_and_grad(x, y, w.detach(), b.detach(), 0.1, cw)
+    loss, gw, gb = loss_and_grad(x, y, w.detach(), b.detach(), 0.1, class_weight=cw)
     ref = torch.nn.functional.cross_entropy(x @ w.T + b, y, weight=cw) + 0.05 * (w * w).sum()
     ref.backward()
     assert w.grad is not None and b.grad is not None

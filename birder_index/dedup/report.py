@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from birder_index.search.dedup import DedupResult
-from birder_index.search.dedup import Member
+from birder_index.dedup.find import DedupResult
+from birder_index.dedup.find import Member
 
 THUMB = 200
 
@@ -59,7 +59,7 @@ def _card(m: Member, keeper: bool) -> str:
             f"<br>{html.escape(resolution)}, {size}<br>{html.escape(m.path)}</div>")  # fmt: skip
 
 
-def write_report(result: DedupResult, path: Path, limit: int = 1000) -> int:
+def write_report(result: DedupResult, path: Path, *, limit: int = 1000) -> int:
     """Write the page (largest groups first, at most `limit` groups); returns the number of groups shown."""
     groups = result.groups[:limit]
     n_dups = sum(len(g.duplicates) for g in result.groups)

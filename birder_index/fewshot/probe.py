@@ -87,7 +87,7 @@ def _balanced_weights(y: torch.Tensor, n_classes: int, balanced: bool) -> torch.
 
 def loss_and_grad(
     x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: float,
-    class_weight: torch.Tensor | None = None,
+    *, class_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """The regularised (class-weighted) softmax cross-entropy and its gradients in w and b, in closed form:
     autograd's bookkeeping costs more than the arithmetic on a probe-sized problem."""
@@ -114,7 +114,7 @@ def _lbfgs(
                             tolerance_grad=1e-4, tolerance_change=1e-9)  # fmt: skip
 
     def closure() -> torch.Tensor:
-        loss, w.grad, b.grad = loss_and_grad(x, y, w, b, lam, class_weight)
+        loss, w.grad, b.grad = loss_and_grad(x, y, w, b, lam, class_weight=class_weight)
         return loss
 
     with torch.no_grad():
@@ -147,14 +147,16 @@ def choose_lambda(x: torch.Tensor, y: torch.Tensor, n_classes: int, folds: int, 
 
 
 def fit_probe(
-    x: np.ndarray, labels: np.ndarray, classes: list[str], lam: float | None = None, balanced: bool = False,
+    x: np.ndarray, labels: np.ndarray, classes: list[str], *, lam: float | None = None, balanced: bool = False,
     folds: int = 5, model_sha256: str = "",
 ) -> LinearProbe:  # fmt: skip
     """Fit on an in-memory (N, D) array; `lam` None chooses it by cross-validation."""
     if len(classes) < 2:
         raise BirderIndexError("a probe needs at least 2 classes")
     if x.shape[0] * x.shape[1] > FULL_BATCH_MAX:
-        return fit_probe_streaming(lambda rows: x[rows], len(x), labels, classes, lam, balanced, model_sha256)
+        return fit_probe_streaming(
+            lambda rows: x[rows], len(x), labels, classes, lam=lam, balanced=balanced, model_sha256=model_sha256
+        )
     t0 = time.perf_counter()
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     mean, std = xt.mean(0), xt.std(0).clamp(min=1e-6)
@@ -169,7 +171,7 @@ def fit_probe(
 
 def fit_probe_streaming(
     rows_of: Callable[[np.ndarray], np.ndarray], n: int, labels: np.ndarray, classes: list[str],
-    lam: float | None = None, balanced: bool = False, model_sha256: str = "", batch: int = 8192, epochs: int = 4,
+    *, lam: float | None = None, balanced: bool = False, model_sha256: str = "", batch: int = 8192, epochs: int = 4,
     lr: float = 3e-3,
 ) -> LinearProbe:  # fmt: skip
     """Fit by streaming `rows_of(indices) -> float (len, D)` in batches (the memory-mapped store): Adam with a
@@ -213,3 +215,28 @@ def _streamed_moments(rows_of: Callable[[np.ndarray], np.ndarray], n: int, batch
     mean = total / n
     std = (sq / n - mean**2).clamp(min=1e-12).sqrt()
     return mean.float(), std.float().clamp(min=1e-6)
+
+
+def cross_val_scores(x: np.ndarray, y: np.ndarray, classes: list[str], *, folds: int = 5, lam: float | None = None,
+                     balanced: bool = False) -> np.ndarray:  # fmt: skip
+    """Held-out probe probabilities for every row, by stratified k-fold cross-validation."""
+    folds = max(2, min(folds, int(np.bincount(y, minlength=len(classes)).min()) or 2))
+    out = np.zeros((len(x), len(classes)), np.float32)
+    for part in stratified_folds(y, folds, seed=0):
+        train = np.setdiff1d(np.arange(len(x)), part)
+        present = np.unique(y[train])
+        remap = np.full(len(classes), -1)
+        remap[present] = np.arange(len(present))
+        probe = fit_probe(x[train], remap[y[train]], [classes[c] for c in present], lam=lam, balanced=balanced)
+        out[np.ix_(part, present)] = probe.scores(x[part])
+    return out
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(k)]
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        for n, i in enumerate(members):
+            parts[n % k].append(int(i))
+    return [np.sort(np.array(p, np.int64)) for p in parts if p]

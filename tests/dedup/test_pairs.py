@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from birder_index.search import pairs
-from birder_index.search.pairs import similar_pairs
+from birder_index.dedup import pairs
+from birder_index.dedup.pairs import similar_pairs
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def test_join_of_two_collections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)
     x = _clustered(2000, 16, seed=2)
     xq, xb = x[:700], x[700:]
-    a, b, _ = similar_pairs(lambda p: xq[p], len(xq), 0.97, lambda p: xb[p], len(xb))
+    a, b, _ = similar_pairs(lambda p: xq[p], len(xq), 0.97, fetch_b=lambda p: xb[p], nb=len(xb))
     expected = _brute(xq, xb, 0.97, same=False)
     assert len(expected) > 50
     assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected

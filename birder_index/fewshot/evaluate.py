@@ -10,11 +10,13 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from birder_index.fewshot.classifiers import KnnClassifier
+from birder_index.fewshot.classifiers import PrototypeClassifier
+from birder_index.fewshot.labels import labelled_set
+from birder_index.fewshot.probe import LinearProbe
+from birder_index.fewshot.probe import cross_val_scores
+from birder_index.fewshot.probe import fit_probe
 from birder_index.indexer.index import Index
-from birder_index.search.fewshot import Knn
-from birder_index.search.fewshot import Prototype
-from birder_index.search.probe import LinearProbe
-from birder_index.search.probe import fit_probe
 
 SHOTS = (1, 2, 5, 10)
 
@@ -29,31 +31,6 @@ class ProbeEval:
     kshot: dict[str, dict[int, tuple[float, float]]]  # method -> shots -> (mean, std) accuracy over draws
 
 
-def cross_val_scores(x: np.ndarray, y: np.ndarray, classes: list[str], folds: int = 5, lam: float | None = None,
-                     balanced: bool = False) -> np.ndarray:  # fmt: skip
-    """Held-out probe probabilities for every row, by stratified k-fold cross-validation."""
-    folds = max(2, min(folds, int(np.bincount(y, minlength=len(classes)).min()) or 2))
-    out = np.zeros((len(x), len(classes)), np.float32)
-    for part in stratified_folds(y, folds, seed=0):
-        train = np.setdiff1d(np.arange(len(x)), part)
-        present = np.unique(y[train])
-        remap = np.full(len(classes), -1)
-        remap[present] = np.arange(len(present))
-        probe = fit_probe(x[train], remap[y[train]], [classes[c] for c in present], lam=lam, balanced=balanced)
-        out[np.ix_(part, present)] = probe.scores(x[part])
-    return out
-
-
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in range(k)]
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        for n, i in enumerate(members):
-            parts[n % k].append(int(i))
-    return [np.sort(np.array(p, np.int64)) for p in parts if p]
-
-
 def sample_k_shot(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k indices per class, in np.unique order (with replacement only where a class has fewer): birder's sampler."""
     out = []
@@ -63,7 +40,7 @@ def sample_k_shot(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return np.concatenate(out)
 
 
-def kshot_curves(x: np.ndarray, y: np.ndarray, classes: list[str], draws: int = 5, neighbours: int = 10,
+def kshot_curves(x: np.ndarray, y: np.ndarray, classes: list[str], *, draws: int = 5, neighbours: int = 10,
                  seed: int = 0) -> dict[str, dict[int, tuple[float, float]]]:  # fmt: skip
     """Accuracy on the photos not drawn, for k photos per class drawn at random (seeds seed + draw, as birder)."""
     curves: dict[str, dict[int, tuple[float, float]]] = {"knn": {}, "prototype": {}}
@@ -73,8 +50,8 @@ def kshot_curves(x: np.ndarray, y: np.ndarray, classes: list[str], draws: int = 
         for draw in range(draws):
             train = sample_k_shot(y, shots, np.random.default_rng(seed + draw))
             test = np.setdiff1d(np.arange(len(y)), train)
-            knn = Knn.fit(x[train], y[train], classes, neighbours)
-            proto = Prototype.fit(x[train], y[train], classes)
+            knn = KnnClassifier.fit(x[train], y[train], classes, k=neighbours)
+            proto = PrototypeClassifier.fit(x[train], y[train], classes)
             for name, clf in (("knn", knn), ("prototype", proto)):
                 accs[name].append(float((clf.scores(x[test]).argmax(1) == y[test]).mean()))
         for name in curves:
@@ -82,17 +59,17 @@ def kshot_curves(x: np.ndarray, y: np.ndarray, classes: list[str], draws: int = 
     return curves
 
 
-def evaluate_probe(x: np.ndarray, y: np.ndarray, classes: list[str], folds: int = 5, balanced: bool = False,
+def evaluate_probe(x: np.ndarray, y: np.ndarray, classes: list[str], *, folds: int = 5, balanced: bool = False,
                    draws: int = 5) -> ProbeEval:  # fmt: skip
     probe = fit_probe(x, y, classes, balanced=balanced)
-    scores = cross_val_scores(x, y, classes, folds, lam=probe.lam, balanced=balanced)
+    scores = cross_val_scores(x, y, classes, folds=folds, lam=probe.lam, balanced=balanced)
     pred = scores.argmax(1)
     top5 = np.argsort(-scores, 1)[:, :5]
     confusion = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(confusion, (y, pred), 1)
     recall = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
     return ProbeEval(float((pred == y).mean()), float((top5 == y[:, None]).any(1).mean()), recall, confusion,
-                     probe.lam, kshot_curves(x, y, classes, draws))  # fmt: skip
+                     probe.lam, kshot_curves(x, y, classes, draws=draws))  # fmt: skip
 
 
 def confusion_png(confusion: np.ndarray, classes: list[str], path: Path) -> None:
@@ -120,12 +97,10 @@ def confusion_png(confusion: np.ndarray, classes: list[str], path: Path) -> None
 
 
 def fit_set_probe(
-    index: Index, set_name: str, balanced: bool = False, lam: float | None = None
+    index: Index, set_name: str, *, balanced: bool = False, lam: float | None = None
 ) -> tuple[LinearProbe, float]:
     """A probe fitted on a label set of the index, bound to the index's model; returns (probe, seconds)."""
     import time
-
-    from birder_index.search.lookup import labelled_set
 
     ls = labelled_set(index, set_name)
     t0 = time.perf_counter()
@@ -133,12 +108,10 @@ def fit_set_probe(
     return probe, time.perf_counter() - t0
 
 
-def evaluate_set(index: Index, set_name: str, folds: int = 5, balanced: bool = False,
+def evaluate_set(index: Index, set_name: str, *, folds: int = 5, balanced: bool = False,
                  png: Path | None = None) -> ProbeEval:  # fmt: skip
-    from birder_index.search.lookup import labelled_set
-
     ls = labelled_set(index, set_name)
-    ev = evaluate_probe(ls.x, ls.y, ls.classes, folds, balanced)
+    ev = evaluate_probe(ls.x, ls.y, ls.classes, folds=folds, balanced=balanced)
     if png is not None:
         confusion_png(ev.confusion, ls.classes, png)
     return ev

@@ -29,6 +29,9 @@ from birder_index.backbone.thumbnail import has_thumbnail
 from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.dedup.pairs import Fetch
+from birder_index.dedup.pairs import similar_pairs
+from birder_index.dedup.thumbnail_pairs import thumbnail_pairs
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer.index import Index
@@ -37,9 +40,6 @@ from birder_index.indexer.signatures import read_signatures
 from birder_index.indexer.signatures import unsigned
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import normalize
-from birder_index.search.pairs import Fetch
-from birder_index.search.pairs import similar_pairs
-from birder_index.search.thumbnail_pairs import thumbnail_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _member_json(m: Member) -> dict[str, object]:
 
 
 def near_pairs(
-    index: Index, threshold: float, against: Index | None = None, thumbnail_min: float = 0.0
+    index: Index, threshold: float, *, against: Index | None = None, thumbnail_min: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(a, b, cosine) of every pair whose stored embeddings have cosine >= threshold or, with `thumbnail_min`, whose
     stored thumbnails correlate at least that much, straight or one of them mirrored: a from `index`, b from
@@ -119,12 +119,14 @@ def near_pairs(
     e_mine, e_theirs = _fetcher(index, rows), _fetcher(other, their_rows)
 
     def join(fetch_q: Fetch, fetch_b: Fetch, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return similar_pairs(fetch_q, len(ids), t, None if against is None else fetch_b, len(their_ids))
+        return similar_pairs(fetch_q, len(ids), t, fetch_b=None if against is None else fetch_b, nb=len(their_ids))
 
     qa, qb, s = join(e_mine, e_theirs, threshold)
     if thumbnail_min > 0 and index.thumbnails().rows and other.thumbnails().rows:
         mine, theirs = _thumb_reader(index, rows), _thumb_reader(other, their_rows)
-        ta, tb = thumbnail_pairs(mine, len(ids), thumbnail_min, None if against is None else theirs, len(their_ids))
+        ta, tb = thumbnail_pairs(
+            mine, len(ids), thumbnail_min, read_b=None if against is None else theirs, nb=len(their_ids)
+        )
         key = np.int64(len(their_ids))  # pairs as one number each, to drop those the embeddings found already
         new = ~np.isin(ta * key + tb, qa * key + qb)
         ta, tb = ta[new], tb[new]
@@ -153,7 +155,7 @@ def _row_dots(fetch_a: Fetch, fetch_b: Fetch, a: np.ndarray, b: np.ndarray, chun
 
 
 def thumbnail_scores(
-    index: Index, a: np.ndarray, b: np.ndarray, against: Index | None = None, chunk: int = 1 << 16
+    index: Index, a: np.ndarray, b: np.ndarray, *, against: Index | None = None, chunk: int = 1 << 16
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Thumbnail correlation of pairs of image ids (a from `index`, b from `against` or `index`), the better of
     straight and mirrored (nan where either image has no thumbnail to compare: flat, or indexed before), and
@@ -177,7 +179,7 @@ def _missing(signatures: Callable[[Index], VectorStore], on: float, *indexes: In
 
 
 def same_colours(
-    index: Index, a: np.ndarray, b: np.ndarray, colour_min: float, against: Index | None = None, chunk: int = 1 << 16
+    index: Index, a: np.ndarray, b: np.ndarray, colour_min: float, *, against: Index | None = None, chunk: int = 1 << 16
 ) -> np.ndarray:  # fmt: skip
     """Mask over pairs (a from `index`, b from `against` or `index`): colour signatures at least `colour_min` alike.
     Pairs where either image has no signature (imported embeddings) pass."""
@@ -198,7 +200,7 @@ def _near_same_colour(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The near pairs (a ids, b ids, cosines) that also pass the colour check."""
     a, b, scores = near_pairs(index, threshold, against=against, thumbnail_min=thumbnail_min)
-    ok = same_colours(index, a, b, colour_min, against)
+    ok = same_colours(index, a, b, colour_min, against=against)
     return a[ok], b[ok], scores[ok]
 
 
@@ -282,6 +284,7 @@ def pixel_identical(path_a: Path, path_b: Path) -> bool:
 def find_duplicates(
     index: Index,
     threshold: float,
+    *,
     keep: str = "largest",
     against: Index | None = None,
     colour_min: float = COLOUR_MIN,
@@ -314,7 +317,7 @@ def _with_thumbnails(index: Index, groups: list[Group], against: Index | None = 
     """Each duplicate's thumbnail correlation to its keeper (keepers from `against` when given)."""
     members = np.array([m.id for g in groups for m in g.duplicates], np.int64)
     keepers = np.array([g.keeper.id for g in groups for _ in g.duplicates], np.int64)
-    corr, turned = thumbnail_scores(index, members, keepers, against)
+    corr, turned = thumbnail_scores(index, members, keepers, against=against)
     start = 0
     for g in groups:
         end = start + len(g.duplicates)

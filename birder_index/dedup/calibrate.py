@@ -40,16 +40,16 @@ from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.backbone.thumbnail import thumbnails
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
+from birder_index.dedup.find import COLOUR_MIN
 from birder_index.errors import BirderIndexError
 from birder_index.indexer.index import Index
 from birder_index.indexer.vectors import normalize
-from birder_index.search.dedup import COLOUR_MIN
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
 
 logger = logging.getLogger(__name__)
-CALIBRATION_KEY = "dedup_calibration"
 WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 224-384 px either way
 # Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.971
 # on the quality benchmark), so lower bars are never tried, however clean the sample looks.
@@ -126,7 +126,7 @@ class Calibration:
 
 
 def choose_threshold(
-    pos: np.ndarray, neg: np.ndarray, precision: float, copies: np.ndarray | None = None
+    pos: np.ndarray, neg: np.ndarray, precision: float, *, copies: np.ndarray | None = None
 ) -> tuple[float, float, float]:
     """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision -> (t, the precision reached, the number of
     duplicates estimated among the negatives beyond the known copies). `pos` holds -inf for pairs the colour
@@ -156,7 +156,7 @@ def choose_threshold(
 
 def choose_thumbnail_min(
     pos: np.ndarray, pos_thumb: np.ndarray, neg: np.ndarray, neg_thumb: np.ndarray, threshold: float,
-    duplicates: float, precision: float,
+    *, duplicates: float, precision: float,
 ) -> tuple[float, float]:  # fmt: skip
     """The lowest bar c of THUMBNAIL_BARS at which pairs with cosine >= threshold or thumbnail correlation >= c
     keep the target precision, with the duplicates estimated among the negatives subtracted as in
@@ -177,6 +177,7 @@ def choose_thumbnail_min(
 def calibrate(
     index: Index,
     encoder: Encoder,
+    *,
     precision: float = 0.99,
     sample: int = 150,
     seed: int = 0,
@@ -222,13 +223,15 @@ def calibrate(
     pos_thumb, _ = thumbnail_match(th_orig[owners_a], th_var)
     iu = np.triu_indices(len(orig), 1)
     passing = colour_similarity(sig_orig[iu[0]], sig_orig[iu[1]]) >= colour_min  # the others are never found
-    fine = thumbnails(pixels[: len(originals)], COPY_SIDE)
+    fine = thumbnails(pixels[: len(originals)], side=COPY_SIDE)
     copies = passing & (thumbnail_match(fine[iu[0]], fine[iu[1]])[0] >= COPY_MIN)
     a, b = iu[0][passing & ~copies], iu[1][passing & ~copies]
     neg, (neg_thumb, _) = np.einsum("ij,ij->i", orig[a], orig[b]), thumbnail_match(th_orig[a], th_orig[b])
     copy_scores = np.einsum("ij,ij->i", orig[iu[0][copies]], orig[iu[1][copies]])
-    threshold, reached, duplicates = choose_threshold(pos, neg, precision, copy_scores)
-    bar, with_thumbs = choose_thumbnail_min(pos, pos_thumb, neg, neg_thumb, threshold, duplicates, precision)
+    threshold, reached, duplicates = choose_threshold(pos, neg, precision, copies=copy_scores)
+    bar, with_thumbs = choose_thumbnail_min(
+        pos, pos_thumb, neg, neg_thumb, threshold, duplicates=duplicates, precision=precision
+    )
     reached = with_thumbs if bar else reached
     found = np.isfinite(pos) & ((pos >= threshold) | (pos_thumb >= (bar or np.inf)))
     kinds_a = np.array(kinds)
@@ -238,14 +241,14 @@ def calibrate(
                       index.model_row().sha256, created, colour_min, round(duplicates) + int(copies.sum()),
                       bar)  # fmt: skip
     with session_scope(index.engine) as s:
-        q.set_json(s, CALIBRATION_KEY, cal.to_json())
+        q.set_json(s, MetaKey.DEDUP_CALIBRATION, cal.to_json())
     return cal
 
 
-def stored_calibration(index: Index, precision: float, colour_min: float = COLOUR_MIN) -> Calibration | None:
+def stored_calibration(index: Index, precision: float, *, colour_min: float = COLOUR_MIN) -> Calibration | None:
     """The calibration an earlier run stored, if it was for this model, precision and colour check."""
     with session_scope(index.engine) as s:
-        data = q.get_json(s, CALIBRATION_KEY)
+        data = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
     if not data:
         return None
     if "thumbnail_min" not in data:  # stored before thumbnails: calibrate again, the bar is part of the answer
@@ -277,6 +280,7 @@ def _embed(encoder: Encoder, pixels: list[np.ndarray], torch: Any, batch: int = 
 
 def resolve_threshold(
     index: Index,
+    *,
     threshold: float | None = None,
     precision: float | None = None,
     recalibrate: bool = False,
@@ -290,8 +294,8 @@ def resolve_threshold(
             raise BirderIndexError("give --threshold or --precision, not both")
         return threshold, None, False
     precision = 0.99 if precision is None else precision
-    stored = None if recalibrate else stored_calibration(index, precision, colour_min)
+    stored = None if recalibrate else stored_calibration(index, precision, colour_min=colour_min)
     if stored is not None:
         return stored.threshold, stored, False
-    cal = calibrate(index, index.load_encoder(device=device), precision, colour_min=colour_min)
+    cal = calibrate(index, index.load_encoder(device=device), precision=precision, colour_min=colour_min)
     return cal.threshold, cal, True

@@ -12,29 +12,22 @@ import numpy as np
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
+from birder_index.fewshot.classifiers import METHODS
+from birder_index.fewshot.classifiers import Classifier
+from birder_index.fewshot.classifiers import KnnClassifier
+from birder_index.fewshot.classifiers import PrototypeClassifier
+from birder_index.fewshot.classifiers import open_set_threshold
+from birder_index.fewshot.classifiers import top_predictions
+from birder_index.fewshot.labels import LabelledSet
+from birder_index.fewshot.labels import labelled_set
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
-from birder_index.search.fewshot import METHODS
-from birder_index.search.fewshot import Classifier
-from birder_index.search.fewshot import Knn
-from birder_index.search.fewshot import Prototype
-from birder_index.search.fewshot import fit_classes
-from birder_index.search.fewshot import open_set_threshold
-from birder_index.search.fewshot import top_predictions
-from birder_index.search.knn import expand_queries
-from birder_index.search.knn import query_vectors
-from birder_index.search.knn import stored_ids
+from birder_index.search.queries import expand_queries
+from birder_index.search.queries import query_vectors
+from birder_index.search.queries import stored_ids
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
-
-
-@dataclass(frozen=True)
-class LabelledSet:
-    ids: np.ndarray
-    x: np.ndarray  # raw embeddings
-    y: np.ndarray  # class indices
-    classes: list[str]
 
 
 @dataclass(frozen=True)
@@ -51,28 +44,17 @@ class Lookup:
         }
 
 
-def labelled_set(index: Index, set_name: str) -> LabelledSet:
-    with session_scope(index.engine) as s:
-        ids, labels = q.labels_of(s, set_name)
-    if not len(ids):
-        raise BirderIndexError(f"label set {set_name!r} is empty or does not exist (`birder-index label list`)")
-    y, classes = fit_classes(labels)
-    if len(classes) < 2:
-        raise BirderIndexError(f"label set {set_name!r} has one class ({classes[0]}); lookup needs at least 2")
-    return LabelledSet(ids, index.vectors(ids), y, classes)
-
-
 def classifier(
-    index: Index, ls: LabelledSet, method: str, neighbours: int = 10, probe_file: Path | None = None
+    index: Index, ls: LabelledSet, method: str, *, neighbours: int = 10, probe_file: Path | None = None
 ) -> tuple[Classifier, np.ndarray]:
     """The fitted classifier and held-out scores of the labelled photos (for the open-set threshold)."""
     if method not in METHODS:
         raise BirderIndexError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "knn":
-        knn = Knn.fit(ls.x, ls.y, ls.classes, neighbours)
+        knn = KnnClassifier.fit(ls.x, ls.y, ls.classes, k=neighbours)
         return knn, knn.scores(ls.x, exclude=np.arange(len(ls.x)))
     if method == "prototype":
-        proto = Prototype.fit(ls.x, ls.y, ls.classes)
+        proto = PrototypeClassifier.fit(ls.x, ls.y, ls.classes)
         return proto, proto.loo_scores(ls.x, ls.y)
     if method == "probe":
         return _probe(index, ls, probe_file)
@@ -80,9 +62,9 @@ def classifier(
 
 
 def _probe(index: Index, ls: LabelledSet, probe_file: Path | None) -> tuple[Classifier, np.ndarray]:
-    from birder_index.search.probe import LinearProbe
-    from birder_index.search.probe import fit_probe
-    from birder_index.search.probe_eval import cross_val_scores
+    from birder_index.fewshot.probe import LinearProbe
+    from birder_index.fewshot.probe import cross_val_scores
+    from birder_index.fewshot.probe import fit_probe
 
     row = index.model_row()
     if probe_file is not None:
@@ -122,12 +104,12 @@ def _head(index: Index, ls: LabelledSet) -> tuple[Classifier, np.ndarray]:
 
 
 def lookup(
-    index: Index, queries: list[str], set_name: str, method: str = "knn", k: int = 5, neighbours: int = 10,
+    index: Index, queries: list[str], set_name: str, *, method: str = "knn", k: int = 5, neighbours: int = 10,
     min_score: float | None = None, probe_file: Path | None = None, exact: bool = False,
 ) -> list[Lookup]:  # fmt: skip
     """Top-k classes per query image, with supporting labelled photos; `unknown` below the open-set threshold."""
     ls = labelled_set(index, set_name)
-    clf, held_out = classifier(index, ls, method, neighbours, probe_file)
+    clf, held_out = classifier(index, ls, method, neighbours=neighbours, probe_file=probe_file)
     threshold = open_set_threshold(held_out) if min_score is None else min_score
     files = expand_queries(list(queries))
     stored = stored_ids(index, files)
@@ -144,12 +126,12 @@ def _lookups(index: Index, names: list[str], xq: np.ndarray, ls: LabelledSet, cl
     own label. A probe (fitted on the whole set) and the model's head score it as it is."""
     scores = clf.scores(xq)
     mine = np.flatnonzero(own >= 0)
-    if len(mine) and isinstance(clf, Knn):
+    if len(mine) and isinstance(clf, KnnClassifier):
         scores[mine] = clf.scores(xq[mine], exclude=own[mine])
-    elif len(mine) and isinstance(clf, Prototype):
+    elif len(mine) and isinstance(clf, PrototypeClassifier):
         # -inf where the photo is its class's only one; -1 is the lowest score a prototype gives
         scores[mine] = np.maximum(clf.loo_scores(ls.x[own[mine]], ls.y[own[mine]]), -1.0)
-    preds = top_predictions(scores, ls.classes, k, Knn.fit(ls.x, ls.y, ls.classes), xq, ls.ids, own=own)
+    preds = top_predictions(scores, KnnClassifier.fit(ls.x, ls.y, ls.classes), xq, ls.ids, k=k, own=own)
     with session_scope(index.engine) as s:
         paths = q.paths_of(s, ls.ids)
     root = index.root
@@ -161,13 +143,13 @@ def _lookups(index: Index, names: list[str], xq: np.ndarray, ls: LabelledSet, cl
 
 
 def lookup_all(
-    index: Index, set_name: str, method: str = "knn", neighbours: int = 10, min_score: float | None = None,
+    index: Index, set_name: str, *, method: str = "knn", neighbours: int = 10, min_score: float | None = None,
     csv_file: Path | None = None, probe_file: Path | None = None, block: int = 4096,
 ) -> tuple[int, int, float]:  # fmt: skip
     """Label every unlabelled indexed photo; predictions go to the store (and `csv_file`). Returns
     (predicted, unknown, threshold)."""
     ls = labelled_set(index, set_name)
-    clf, held_out = classifier(index, ls, method, neighbours, probe_file)
+    clf, held_out = classifier(index, ls, method, neighbours=neighbours, probe_file=probe_file)
     threshold = open_set_threshold(held_out) if min_score is None else min_score
     with session_scope(index.engine) as s:
         todo = q.unlabelled_ids(s, set_name)

@@ -16,14 +16,14 @@ from PIL import Image
 from birder_index.cli import cli
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.dedup.find import DedupResult
+from birder_index.dedup.find import find_duplicates
+from birder_index.dedup.find import near_pairs
 from birder_index.indexer import BuildOptions
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
-from birder_index.search.dedup import DedupResult
-from birder_index.search.dedup import find_duplicates
-from birder_index.search.dedup import near_pairs
 from tests.helpers import gradient
 from tests.helpers import photo
 
@@ -33,7 +33,7 @@ OPTS = BuildOptions(workers=0)
 def _vectors(tmp_path: Path, x: np.ndarray, names: list[str]) -> Path:
     np.save(tmp_path / "x.npy", x.astype(np.float32))
     (tmp_path / "x.txt").write_text("\n".join(names))
-    import_embeddings(tmp_path / "x.npy", tmp_path / "index", tmp_path / "x.txt")
+    import_embeddings(tmp_path / "x.npy", tmp_path / "index", paths_file=tmp_path / "x.txt")
     return tmp_path / "index"
 
 
@@ -191,7 +191,7 @@ def test_moves_update_an_index_whose_metadata_is_in_another_database(
     shutil.copy(folder / "a.png", folder / "b.png")
     photo(7, (300, 200)).save(folder / "c.png")
     url = f"sqlite:///{tmp_path / 'meta.db'}"
-    build_index(folder, index_dir, ModelSpec(weights=tiny_pt), BuildOptions(workers=0, db=url))
+    build_index(folder, index_dir=index_dir, spec=ModelSpec(weights=tiny_pt), options=BuildOptions(workers=0, db=url))
     monkeypatch.setenv("BIRDER_INDEX_DB", url)
     moved = CliRunner().invoke(cli, ["dedup", "--index-dir", str(index_dir), "--threshold", "0.99", "--move-to",
                                      str(tmp_path / "aside"), "--yes"])  # fmt: skip

@@ -1,0 +1,12 @@
+from .backbone import list_backbones as list_backbones
+from .backbone import load_backbone as load_backbone
+from .dedup import find_duplicates as find_duplicates
+from .fewshot import lookup as lookup
+from .indexer import BuildOptions as BuildOptions
+from .indexer import ModelSpec as ModelSpec
+from .indexer import build_index as build_index
+from .indexer import import_embeddings as import_embeddings
+from .indexer import open_index as open_index
+from .search import nearest as nearest
+from .search import search_images as search_images
+from .search import search_vectors as search_vectors

@@ -1,0 +1,10 @@
+from .encoder import Encoder as Encoder
+from .images import Decoded as Decoded
+from .images import decode as decode
+from .info import ModelInfo as ModelInfo
+from .info import Preprocess as Preprocess
+from .load import load_backbone as load_backbone
+from .registry import is_backbone as is_backbone
+from .registry import list_architectures as list_architectures
+from .registry import list_backbones as list_backbones
+from .registry import pretrained as pretrained

@@ -1,0 +1,16 @@
+from .actions import Action as Action
+from .actions import apply_plan as apply_plan
+from .actions import default_plan_path as default_plan_path
+from .actions import plan_actions as plan_actions
+from .actions import undo_plan as undo_plan
+from .calibrate import Calibration as Calibration
+from .calibrate import calibrate as calibrate
+from .calibrate import resolve_threshold as resolve_threshold
+from .find import COLOUR_MIN as COLOUR_MIN
+from .find import KEEP_POLICIES as KEEP_POLICIES
+from .find import THUMBNAIL_MIN as THUMBNAIL_MIN
+from .find import DedupResult as DedupResult
+from .find import Group as Group
+from .find import Member as Member
+from .find import find_duplicates as find_duplicates
+from .report import write_report as write_report

@@ -1,0 +1,15 @@
+from .build import build_index as build_index
+from .importer import ImportReport as ImportReport
+from .importer import import_embeddings as import_embeddings
+from .index import Index as Index
+from .index import open_index as open_index
+from .info import describe as describe
+from .info import failed_files as failed_files
+from .model import ModelSpec as ModelSpec
+from .options import BuildOptions as BuildOptions
+from .options import BuildReport as BuildReport
+from .options import Progress as Progress
+from .refresh import RefreshReport as RefreshReport
+from .refresh import reindex as reindex
+from .verify import VerifyReport as VerifyReport
+from .verify import verify_index as verify_index

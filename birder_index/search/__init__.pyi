@@ -1,0 +1,12 @@
+from .classify import classify_images as classify_images
+from .knn import Hit as Hit
+from .knn import QueryResult as QueryResult
+from .knn import hits_for as hits_for
+from .knn import nearest as nearest
+from .knn import search_images as search_images
+from .knn import search_vector_file as search_vector_file
+from .knn import search_vectors as search_vectors
+from .queries import embed_files as embed_files
+from .queries import expand_queries as expand_queries
+from .queries import query_vectors as query_vectors
+from .queries import stored_ids as stored_ids
