@@ -42,7 +42,7 @@ from birder_index.indexer.refresh import refresh_ann
 from birder_index.indexer.refresh import remove_stale_files
 from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.scan import scan
-from birder_index.indexer.vectors import VectorStore
+from birder_index.indexer.vectors import open_embedding_store
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +168,7 @@ def _embed(
 ) -> None:
     encoder = load_encoder(index, spec)
     with session_scope(index.engine) as s:
-        dtype = q.get_meta(s, MetaKey.STORE_DTYPE) or options.store_dtype
-        file = q.get_meta(s, MetaKey.STORE_FILE) or f"vectors.{dtype[0]}{dtype[-2:]}"  # vectors.f16 / vectors.f32
-        store = VectorStore(index.dir / file, encoder.embedding_dim, dtype, q.get_int(s, MetaKey.STORE_ROWS))
-        q.set_meta(s, MetaKey.STORE_DTYPE, dtype)
-        q.set_meta(s, MetaKey.STORE_FILE, file)
+        store = open_embedding_store(s, index.dir, encoder.embedding_dim, dtype=options.store_dtype)
     dropped = store.drop_torn_tail()
     if dropped:
         logger.warning("dropped %d bytes of an interrupted write from the embedding store", dropped)

@@ -33,7 +33,9 @@ from birder_index.indexer.refresh import RefreshReport
 from birder_index.indexer.refresh import refresh_ann
 from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.select import check_index_options
+from birder_index.indexer.vectors import DEFAULT_STORE_DTYPE
 from birder_index.indexer.vectors import VectorStore
+from birder_index.indexer.vectors import open_embedding_store
 
 CHUNK = 65536
 
@@ -197,13 +199,6 @@ def _open_store(index: Index, dim: int, model: str | None, weights: str | Path |
     if row.embedding_dim != dim:
         raise IndexMismatch(f"embeddings have dimension {dim}, the model {row.name} makes {row.embedding_dim}")
     with session_scope(index.engine) as s:
-        q.set_meta(s, MetaKey.STORE_DTYPE, q.get_meta(s, MetaKey.STORE_DTYPE) or "float16")
-        q.set_meta(s, MetaKey.STORE_FILE, q.get_meta(s, MetaKey.STORE_FILE) or "vectors.f16")
-        store = VectorStore(
-            index.dir / (q.get_meta(s, MetaKey.STORE_FILE) or ""),
-            dim,
-            q.get_meta(s, MetaKey.STORE_DTYPE) or "",
-            q.get_int(s, MetaKey.STORE_ROWS),
-        )
+        store = open_embedding_store(s, index.dir, dim, dtype=DEFAULT_STORE_DTYPE)
     store.drop_torn_tail()
     return store

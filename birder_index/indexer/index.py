@@ -39,6 +39,7 @@ from birder_index.indexer.signatures import Signature
 from birder_index.indexer.signatures import committed_store
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import normalize
+from birder_index.indexer.vectors import open_embedding_store
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
@@ -94,11 +95,9 @@ class Index:
         """The embedding store as committed when first asked (or since `invalidate`)."""
         if self._store is not None:
             return self._store
+        dim = self.model_row().embedding_dim
         with session_scope(self.engine) as s:
-            rows = q.get_int(s, MetaKey.STORE_ROWS)
-            file = q.get_meta(s, MetaKey.STORE_FILE) or "vectors.f16"
-            dtype = q.get_meta(s, MetaKey.STORE_DTYPE) or "float16"
-        self._store = VectorStore(self.dir / file, self.model_row().embedding_dim, dtype, rows)
+            self._store = open_embedding_store(s, self.dir, dim)
         return self._store
 
     def colours(self) -> VectorStore:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from birder_index.errors import BirderIndexError
 from birder_index.indexer.select import check_index_options
+from birder_index.indexer.vectors import DEFAULT_STORE_DTYPE
+from birder_index.indexer.vectors import STORE_DTYPES
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class BuildOptions:
     exact: bool = False  # birder's exact preprocessing and float32 (no DCT-domain JPEG downscaling, no bf16)
     retry_failed: bool = False
     wait: float = 0.0  # seconds to wait for another writer
-    store_dtype: str = "float16"
+    store_dtype: str = DEFAULT_STORE_DTYPE  # a new index's embedding store; an existing one keeps its own
     db: str | None = None  # SQLAlchemy URL; default: SQLite inside the index folder
     max_index_memory: int | None = None  # bytes of RAM the FAISS index may take (recorded for later builds)
     target_recall: float | None = None  # recall@10 the FAISS index is tuned to (recorded for later builds)
@@ -29,7 +31,7 @@ class BuildOptions:
             raise BirderIndexError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
             raise BirderIndexError(f"--workers must be >= 0, got {self.workers}")
-        if self.store_dtype not in ("float16", "float32"):
+        if self.store_dtype not in STORE_DTYPES:
             raise BirderIndexError(f"--store-dtype must be float16 or float32, got {self.store_dtype}")
         check_index_options(self.max_index_memory, self.target_recall)
 

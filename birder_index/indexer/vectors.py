@@ -13,10 +13,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.orm import Session
 
+from birder_index.db import queries as q
+from birder_index.db.models import MetaKey
 from birder_index.errors import IndexMismatch
 
-DTYPES = {"float16": np.float16, "float32": np.float32, "uint8": np.uint8}  # uint8: colour signatures
+DTYPES = {"float16": np.float16, "float32": np.float32, "uint8": np.uint8}  # uint8: signatures and thumbnails
+STORE_DTYPES = ("float16", "float32")  # what the embedding store may hold
+DEFAULT_STORE_DTYPE = "float16"
+
+
+def open_embedding_store(s: Session, directory: Path, dim: int, *, dtype: str | None = None) -> VectorStore:
+    """The embedding store as the database records it: file name, dtype and committed rows, in one place.
+
+    A writer passes `dtype`: an index without a store records one now in that dtype, as `vectors.f16` or
+    `vectors.f32`; an existing store keeps its own dtype (its rows are written in it). Readers pass none and
+    write nothing."""
+    recorded = q.get_meta(s, MetaKey.STORE_DTYPE)
+    chosen = recorded or dtype or DEFAULT_STORE_DTYPE
+    if chosen not in STORE_DTYPES:
+        raise IndexMismatch(f"the embedding store's dtype {chosen!r} is not one of {', '.join(STORE_DTYPES)}")
+    file = q.get_meta(s, MetaKey.STORE_FILE) or f"vectors.f{chosen[-2:]}"
+    if recorded is None and dtype is not None:
+        q.set_meta(s, MetaKey.STORE_DTYPE, chosen)
+        q.set_meta(s, MetaKey.STORE_FILE, file)
+    return VectorStore(directory / file, dim, chosen, q.get_int(s, MetaKey.STORE_ROWS))
 
 
 class VectorStore:
