@@ -8,7 +8,7 @@ Side by side, on the same embeddings and splits:
 - the linear probe against scikit-learn's LogisticRegression (StandardScaler + lbfgs, C=1): 5-fold accuracy and
   fit time;
 - kNN and prototype lookups against a direct reimplementation of birder's evaluate_knn and evaluate_simpleshot
-  (../shared/birder-models.md §6.3): accuracy at 1 and 5 shots per class, mean over 5 draws with the same samples;
+  (docs/models.md §6.3): accuracy at 1 and 5 shots per class, mean over 5 draws with the same samples;
 - scale: a probe on a memory-mapped float16 store of N x 1024 synthetic embeddings, 1,000 classes, streamed.
 """
 

@@ -1,6 +1,6 @@
 """Read birder's weight files: `.pt` checkpoints, `.safetensors` with birder's metadata, `.pt2` exports.
 
-Formats: ../shared/birder-models.md §4.1-4.5. The format is sniffed from the bytes, not the file name, and a `.pt`
+Formats: docs/models.md §4.1-4.5. The format is sniffed from the bytes, not the file name, and a `.pt`
 is only ever read with `torch.load(weights_only=True)`.
 """
 

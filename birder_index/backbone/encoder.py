@@ -16,10 +16,9 @@ from birder_index.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-# bf16 must keep embeddings within cosine 0.999 of float32 (issue 3's tolerance), and real weights can miss it (the
-# shared EfficientNet: 0.962), so each encoder checks its first batch against float32 and steps down. The bar is
-# higher than the tolerance because other photos can fall lower: a random ViT with sharpened attention kept 0.99986
-# on 4 photos and 0.99879 on 16.
+# bf16 must keep embeddings within cosine 0.999 of float32, and real weights can miss it (docs/throughput.md), so
+# each encoder checks its first batch against float32 and steps down. The bar is above the tolerance because
+# other photos can fall lower than the first ones.
 BF16_MIN_COSINE = 0.9995
 CHECK_IMAGES = 32
 
@@ -46,8 +45,8 @@ class Encoder:
         self._embed_fn = embed_fn
         self._classify_fn = classify_fn
         self._static_batch = static_batch  # .pt2 exports with a fixed batch size take exactly that many
-        # Convolutional exports run 1.5x faster channels-last, and on a CPU in small micro-batches that stay in
-        # cache (measured on efficientnet_lite0: 57 images/s at 4 per call, 25 at 32).
+        # Convolutional exports run faster channels-last, and on a CPU in small micro-batches that stay in cache
+        # (docs/throughput.md).
         self._channels_last = channels_last
         self._micro_batch = static_batch or micro_batch
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -186,9 +185,9 @@ class Encoder:
         """Compile the embedding with torch.compile now; later `embed` calls run it on whole batches of `batch`.
 
         Inductor with the weights frozen into the graph casts them to bf16 once, fuses GELU into the matmuls and
-        the casts into their neighbours: a ViT runs about 1.2x faster on a CPU (benchmarks/embed.py), and a ViT
-        compiled on a CPU in bf16 takes explicit attention (vit.explicit_attention), faster again. Compiling
-        takes 5-22 s on 2 cores (less from inductor's on-disk cache), so it pays only on long runs. Returns the
+        the casts into their neighbours: a ViT runs faster on a CPU, and a ViT compiled on a CPU in bf16 takes
+        explicit attention (vit.explicit_attention), faster again. Compiling takes seconds (less from inductor's
+        on-disk cache), so it pays only on long runs (docs/benchmarks.md#embedding-throughput). Returns the
         seconds it took, or None (one warning, eager model kept) where it fails: no C++ compiler, an op inductor
         lacks.
         """

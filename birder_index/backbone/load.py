@@ -178,8 +178,8 @@ def _pt2_encoder(
             dim = int(module(torch.zeros(static_batch or 1, 3, *size, device=device)).shape[-1])
     info = ModelInfo(name, "pt2", sha256, dim, _preprocess(ckpt, size))
     micro = 8 if device.type == "cpu" else None
-    # bf16 autocast moved the shared EfficientNet's embeddings to cosine 0.962 of float32 (median 0.9986), far
-    # from the 0.999 a ViT keeps (benchmarks/embed.py): an arbitrary export runs float32 unless bf16 is asked for.
+    # bf16 autocast moved the shared EfficientNet's embeddings far outside the 0.999 cosine a ViT keeps
+    # (docs/throughput.md): an arbitrary export runs float32 unless bf16 is asked for.
     precision = "float32" if precision == "auto" else precision
     return Encoder(
         info, module, device, precision=precision, static_batch=static_batch, channels_last=True, micro_batch=micro

@@ -1,6 +1,6 @@
 """Model names in one place: birder's architecture names and its published weights (URL, sha256, resolution).
 
-Names are birder's own, so a birder user types what they already knows. Facts: ../shared/birder-models.md §1.1, §4.7.
+Names are birder's own, so a birder user types what they already knows. Facts: docs/models.md §1.1, §4.7.
 """
 
 from __future__ import annotations

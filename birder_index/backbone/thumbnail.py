@@ -1,9 +1,9 @@
 """A photo's thumbnail: 16 x 16 greyscale, dedup's second signal where the encoder misses.
 
 Encoders trained for recognition can score a heavily compressed copy of a smooth picture (JPEG banding across a
-grey gradient) well below a different photo of a similar scene: 0.79 for the quality-30 copies of two gradient
-wallpapers with the shared EfficientNet (docs/dedup.md). Their pixels still agree: box-filtered down to 16 x 16,
-with the mean removed and scaled to unit length, copy and original correlate at 0.999. That correlation is
+grey gradient) well below a different photo of a similar scene (docs/dedup.md). Their pixels still agree:
+box-filtered down to 16 x 16, with the mean removed and scaled to unit length, copy and original correlate
+almost perfectly. That correlation is
 unchanged by resizing, re-encoding and brightness or contrast edits; a mirrored copy matches the thumbnail
 flipped left to right (`thumbnail_match` takes the better of the two). Crops and rotations move it, which is
 where the encoder does well.
@@ -20,7 +20,7 @@ import math
 import numpy as np
 from PIL import Image
 
-SIDE = 16  # 16, 24 and 32 px found the same pairs on the quality benchmark; 16 stores 4x less than 32
+SIDE = 16  # larger thumbnails found no other pairs on the quality benchmark (docs/dedup.md), and cost more
 THUMB_DIM = SIDE * SIDE
 MIN_CONTRAST = 2.0  # grey levels (standard deviation) below which a thumbnail is flat: nothing to correlate
 

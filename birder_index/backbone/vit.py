@@ -1,6 +1,6 @@
 """Inference-only ViT that loads birder's checkpoints key for key (vit_l16, vit_reg4_b16, vit_reg4_m16_rms_avg).
 
-Token order, pooling, norms and the position-embedding resize follow ../shared/birder-models.md §1-3;
+Token order, pooling, norms and the position-embedding resize follow docs/models.md §1-3;
 parameter names equal birder's state-dict keys (§2.1), so `load_state_dict(strict=True)` is the check.
 """
 
@@ -40,9 +40,9 @@ class Attention(nn.Module):
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v as two batched matmuls. Compiled on a CPU in bf16 it runs a ViT 1.10x faster
-    than SDPA's CPU flash kernel (benchmarks/embed.py), but its scores are rounded to bf16 before the softmax,
-    which sharp attention feels: `Encoder` keeps it only where the embeddings stay within tolerance."""
+    """softmax(q k^T / sqrt(d)) v as two batched matmuls. Compiled on a CPU in bf16 it runs a ViT faster than
+    SDPA's CPU flash kernel (docs/benchmarks.md#embedding-throughput), but its scores are rounded to bf16 before
+    the softmax, which sharp attention feels: `Encoder` keeps it only where the embeddings stay within tolerance."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     return torch.matmul(scores.softmax(-1).to(v.dtype), v)
 

@@ -1,4 +1,4 @@
-"""ViT hyper-parameters as birder names them (../shared/birder-models.md §1.1); torch-free so names resolve fast."""
+"""ViT hyper-parameters as birder names them (docs/models.md §1.1); torch-free so names resolve fast."""
 
 from __future__ import annotations
 

@@ -51,13 +51,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 224-384 px either way
-# Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (up to 0.971
-# on the quality benchmark), so lower bars are never tried, however clean the sample looks.
+# Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (the quality
+# benchmark: docs/benchmarks.md#dedup), so lower bars are never tried, however clean the sample looks.
 THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
 # Pairs of sampled photos whose 32 x 32 grey thumbnails correlate this much, straight or mirrored, are copies
-# already in the collection (resized, re-encoded, retouched, flipped), not negatives. On the quality benchmark's
-# sample all 104 such pairs are copies of one picture; the different pictures closest in pixels reach 0.971 (a
-# light and a dark theme, grey alike).
+# already in the collection (resized, re-encoded, retouched, flipped), not negatives: on the quality benchmark's
+# sample every such pair is a copy of one picture, and the different pictures closest in pixels (a light and a
+# dark theme, grey alike) stay below (docs/dedup.md).
 COPY_SIDE, COPY_MIN = 32, 0.98
 
 

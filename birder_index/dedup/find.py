@@ -48,9 +48,9 @@ PIXEL_CHECK_SCORE = 0.999
 # Bhattacharyya coefficient of colour signatures: near-duplicate copies score above it, recoloured versions of
 # one design below (benchmarks/dedup.py prints both; docs/dedup.md).
 COLOUR_MIN = 0.95
-# Thumbnail correlation at or above which a pair is a near duplicate whatever its cosine, unless calibrated: the
-# different pictures of the quality benchmark that the encoder does not already pair correlate at most 0.971, the
-# quality-30 copies it misses at 0.999 (benchmarks/dedup.py; docs/dedup.md).
+# Thumbnail correlation at or above which a pair is a near duplicate whatever its cosine, unless calibrated:
+# above the different pictures of the quality benchmark, below the low-quality copies the encoder misses
+# (docs/dedup.md; the figures: docs/benchmarks.md#dedup).
 THUMBNAIL_MIN = 0.98
 
 

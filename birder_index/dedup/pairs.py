@@ -70,8 +70,8 @@ def similar_pairs(
 
 def n_cells(nb: int) -> int:
     """About sqrt(N), a power of two: balances scoring every vector against the centroids (N x cells) with
-    comparing it to the members of the one or two cells it probes (N x probes x N / cells). At 1M x 512, 512
-    cells took twice as long and 2048 no less."""
+    comparing it to the members of the one or two cells it probes (N x probes x N / cells); half or twice as many
+    cells were no faster (docs/benchmarks.md#dedup)."""
     if nb <= ONE_CELL_MAX:
         return 1
     return 1 << math.ceil(math.log2(math.sqrt(nb)))

@@ -5,9 +5,8 @@ are and once mirrored against them (three times the work of the first join: the 
 thumbnail is turned upright (backbone/thumbnail.py `upright`: mirrored if it leans left), which makes a picture
 and its mirror image the same vector. Copies come out turned opposite ways only when both lean little, so those
 that do (below `ambiguous_lean(bar)`) are added turned the other way too: the join finds every pair, exactly,
-over a fifth to a third more vectors than the straight join alone (synthetic and real thumbnails). At 1M
-synthetic thumbnails: about 190 s, against 100 s for straight pairs only and 330 s for two joins
-(docs/dedup.md).
+over a fifth to a third more vectors than the straight join alone (synthetic and real thumbnails), and faster
+than two joins (docs/benchmarks.md#dedup).
 
 Plain functions over arrays, as `pairs.py`: thumbnails come from `read(positions) -> uint8 (len, THUMB_DIM)`.
 """

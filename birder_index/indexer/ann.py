@@ -131,9 +131,9 @@ def search_reranked(
 def rerank_scores(vectors: np.ndarray, rows: np.ndarray, xq: np.ndarray, *, chunk: int = 16) -> np.ndarray:
     """Cosine of each unit query (nq, d) with the stored vectors of its candidate rows (nq, c).
 
-    Many candidates are scored in torch: its row gather runs on every core where numpy's runs on one (3x faster
-    here), and chunks of 16 queries keep the gathered rows in cache through the half->float copy, the product and
-    the norms, in buffers that are reused. A few candidates (one CLI query) are scored in numpy, keeping torch
+    Many candidates are scored in torch: its row gather runs on every core where numpy's runs on one, and chunks
+    of 16 queries keep the gathered rows in cache through the half->float copy, the product and the norms, in
+    buffers that are reused. A few candidates (one CLI query) are scored in numpy, keeping torch
     out of it.
     """
     nq, c = rows.shape

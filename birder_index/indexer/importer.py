@@ -1,6 +1,6 @@
-"""`import_embeddings`: vectors computed elsewhere into an index, streamed in chunks (1M rows take about a minute).
+"""`import_embeddings`: vectors computed elsewhere into an index, streamed in chunks.
 
-Formats (../shared/birder-models.md §6.1): birder-predict's `--save-embeddings` parquet (`sample`, optional `label`,
+Formats (docs/models.md §6.1): birder-predict's `--save-embeddings` parquet (`sample`, optional `label`,
 `embedding` as a fixed-size list) and CSV (`sample`, optional `label`, columns "0".."D-1"); also a `.npy` (n, d)
 with a text file of n paths. Re-importing a sample replaces its vector.
 """

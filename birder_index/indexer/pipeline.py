@@ -1,8 +1,7 @@
 """The embed loop: decoders (reader) -> encoder (mapper) -> BatchWriter (writer), one committed batch at a time.
 
-On a CPU, decode threads and the model take turns, each with every core (measured 1.32x faster than a decode
-process beside the model on PNG-heavy photos, as fast on camera JPEGs); on a GPU, worker processes decode beside
-the model, with the cores to themselves.
+On a CPU, decode threads and the model take turns, each with every core (faster than a decode process beside the
+model: docs/throughput.md); on a GPU, worker processes decode beside the model, with the cores to themselves.
 """
 
 from __future__ import annotations
@@ -44,9 +43,9 @@ def default_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 16
 
 
-# torch.compile runs a ViT about 1.2x faster on a CPU but takes 5-22 s to compile on 2 cores (benchmarks/embed.py):
-# at 10 images/s, saving ~0.017 s a photo, it pays from one to two thousand photos. On a GPU it is only used when
-# asked for (not measured there).
+# torch.compile makes a ViT faster on a CPU but costs seconds to compile: it pays from about this many photos
+# (the measured speed-up and compile time: docs/benchmarks.md#embedding-throughput). On a GPU it is only used
+# when asked for (not measured there).
 COMPILE_MIN_IMAGES = 2000
 
 

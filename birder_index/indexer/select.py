@@ -15,7 +15,7 @@ POINTS_PER_CENTROID = 50  # within FAISS's advice of 39..256; training time grow
 DEFAULT_MEMORY = 4 << 30  # --max-index-memory default: 4 GiB, a laptop's spare RAM
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # sub-quantizers GpuIndexIVFPQ accepts
 ID_BYTES = 8  # int64 id per vector in the inverted lists
-MAX_CODE_BYTES = 64  # PQ128x4fs: 89 bytes per vector in RAM at 1M x 768, coarse quantizer and ids included
+MAX_CODE_BYTES = 64  # PQ128x4fs: longer codes cost memory and scan time that re-ranking makes unnecessary
 
 
 def check_index_options(max_index_memory: int | None, target_recall: float | None) -> None:

@@ -33,9 +33,8 @@ class Tuning:
 def exact_knn(xq: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
     """Ids (nq, k) of the exact top-k inner products, streaming (ids, xb) blocks.
 
-    FAISS keeps each block's top k in heaps, so memory is the block plus (nq, 2k) arrays. A numpy (nq, block)
-    score matrix, with its copies and argpartition, held about 24 bytes per query and stored vector at once:
-    1.5 GB for 1,000 queries and a 65,536-row block, and the peak of a whole 10,000-photo build."""
+    FAISS keeps each block's top k in heaps, so memory is the block plus (nq, 2k) arrays; a numpy (nq, block)
+    score matrix, with its copies and argpartition, holds about 24 bytes per query and stored vector at once."""
     import faiss
 
     xq = np.ascontiguousarray(xq, dtype=np.float32)
