@@ -90,9 +90,12 @@ def test_one_writer_at_a_time(corpus: tuple[Path, Path, Path], tmp_path: Path) -
 
 
 def test_a_killed_writer_leaves_no_lock(tmp_path: Path) -> None:
-    code = f"from birder_index.indexer.lock import WriterLock; from pathlib import Path; import os\n" \
-           f"WriterLock(Path({str(tmp_path)!r})).__enter__(); os.kill(os.getpid(), 9)"  # fmt: skip
-    subprocess.run([sys.executable, "-c", code])
+    code = (
+        "from birder_index.indexer.lock import WriterLock; from pathlib import Path; import os, sys\n"
+        f"WriterLock(Path({str(tmp_path)!r})).__enter__(); print('locked', flush=True); os.kill(os.getpid(), 9)"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.stdout == "locked\n" and child.returncode == -signal.SIGKILL, child.stderr[-1000:]
     with WriterLock(tmp_path):  # acquired at once: the kernel released the dead process's lock
         pass
 
