@@ -166,7 +166,7 @@ def test_metadata_in_another_database(
 def test_build_with_a_compiled_model(
     photos: Path, tiny_pt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--batch-size", "3", "--compile").output
+    out = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--batch-size", "3", "--compile").stdout
     assert out.startswith("8 indexed, 1 failed, 0 unchanged in") and "(model compiled in " in out
     # The search embeds its query eagerly: the stored (compiled) embedding must be the same vector.
     result = run("search", photos / "photo04.jpg", "-k", "1", "--json", "--index-dir", photos / ".birder-index")
@@ -176,7 +176,7 @@ def test_build_with_a_compiled_model(
     assert info["last_embedding"]["compiled"] is True
     monkeypatch.setattr("birder_index.indexer.pipeline.COMPILE_MIN_IMAGES", 1)  # auto would compile now
     out = run("build", photos, "--weights", tiny_pt, "--workers", "0", "--index-dir", tmp_path / "b", "--no-compile")
-    assert out.output.startswith("8 indexed") and "compiled" not in out.output
+    assert out.stdout.startswith("8 indexed") and "compiled" not in out.output
 
 
 def test_compile_is_chosen_for_long_cpu_runs_unless_told() -> None:
@@ -189,19 +189,3 @@ def test_compile_is_chosen_for_long_cpu_runs_unless_told() -> None:
     assert should_compile(None, cpu, COMPILE_MIN_IMAGES) and not should_compile(None, cpu, COMPILE_MIN_IMAGES - 1)
     assert not should_compile(None, gpu, 10**6)
     assert should_compile(True, cpu, 1) and should_compile(True, gpu, 1) and not should_compile(False, cpu, 10**6)
-
-
-def test_progress_says_when_the_model_compiles(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import sys
-
-    from birder_index.cli.build import _ProgressBar
-
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    with _ProgressBar() as bar:
-        bar("compile", 0)
-        bar("total", 2)
-        bar("done", 2)
-        assert bar.bar.n == 2
-    assert "compiling the model for this run" in capsys.readouterr().err

@@ -17,21 +17,22 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "birder_index"
-BELOW_CAPABILITIES = {"search", "indexer", "distributed", "backbone", "db", "errors", "lazy"}
+LEAVES = {"errors", "progress", "output"}  # leaf modules anyone may import
+BELOW_CAPABILITIES = {"search", "indexer", "distributed", "backbone", "db"} | LEAVES
 # layer -> the birder_index layers it may import (itself included)
 ALLOWED = {
-    "errors": {"errors"},
-    "backbone": {"backbone", "errors"},
-    "db": {"db", "errors"},
-    "distributed": {"distributed", "backbone", "db", "errors"},
-    "indexer": {"indexer", "distributed", "backbone", "db", "errors"},
-    "search": {"search", "indexer", "distributed", "backbone", "db", "errors"},
+    **{leaf: {leaf} for leaf in LEAVES},
+    "backbone": {"backbone"} | LEAVES,
+    "db": {"db"} | LEAVES,
+    "distributed": {"distributed", "backbone", "db"} | LEAVES,
+    "indexer": {"indexer", "distributed", "backbone", "db"} | LEAVES,
+    "search": {"search", "indexer", "distributed", "backbone", "db"} | LEAVES,
     "dedup": {"dedup"} | BELOW_CAPABILITIES,
     "fewshot": {"fewshot"} | BELOW_CAPABILITIES,
     "curation": {"curation", "dedup", "fewshot"} | BELOW_CAPABILITIES,
     "web": {"web", "curation", "dedup", "fewshot"} | BELOW_CAPABILITIES,
     "cli": {"cli", "web", "curation", "dedup", "fewshot"} | BELOW_CAPABILITIES,
-    "__init__": {"backbone", "indexer", "search", "dedup", "fewshot", "curation", "errors"},
+    "__init__": {"backbone", "indexer", "search", "dedup", "fewshot", "curation"} | LEAVES,
     "__main__": {"cli"},
 }
 

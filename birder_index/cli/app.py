@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 from typing import TypeVar
 
 import click
 
+from birder_index.cli.progress import Reporter
 from birder_index.errors import BirderIndexError
+from birder_index.output import printable
+
+if TYPE_CHECKING:
+    from birder_index.indexer import Index
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -21,12 +31,35 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 class Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a full disk or a closed pipe shows here, not as a traceback at exit
+            return result
         except BirderIndexError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # `birder-index search ... | head`: the reader has what it wanted
+            _silence_stdout()
+            sys.exit(141)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+                raise
+            # A full disk: a build or a move left nothing half done (docs/robustness.md); say so in one line.
+            where = f" ({e.filename})" if e.filename else " (the output)"
+            _silence_stdout()
+            raise click.ClickException(f"cannot write: {(e.strerror or str(e)).lower()}{where}") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 # -- shared options -------------------------------------------------------------------------------------------------
@@ -102,7 +135,36 @@ def index_options(f: F) -> F:
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+    """`--json`: exactly one JSON document on stdout (docs/cli.md#json)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text.")(f)
+
+
+def json_file_option(f: F) -> F:
+    """`--json-file FILE`: the same document written to a file, wherever a command offers files."""
+    return click.option(
+        "--json-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON document to FILE."
+    )(f)
+
+
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="Say nothing on stderr about progress.")(f)
+
+
+def emit_json(document: object) -> None:
+    """The one JSON convention: one document, on one line, on stdout."""
+    click.echo(json.dumps(document))
+
+
+def open_for(index_dir: Path | None, *, paths: Sequence[str | Path] = (), reporter: Reporter | None = None) -> Index:
+    """The index a command works on (indexer.layout.find_index_dir's order), saying which one on stderr when it is
+    not the one the current folder or a parent holds."""
+    from birder_index.indexer import open_index
+    from birder_index.indexer.layout import found_here
+
+    index = open_index(index_dir, paths=paths)
+    if index_dir is None and not os.environ.get("BIRDER_INDEX_DIR") and not found_here(index.dir):
+        click.echo(f"using the index in {printable(str(index.dir))}", err=True)
+    return index
 
 
 @click.group(cls=Cli)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +14,11 @@ from birder_index.cli.app import device_options
 from birder_index.cli.app import index_dir_option
 from birder_index.cli.app import index_options
 from birder_index.cli.app import model_options
+from birder_index.cli.app import quiet_option
+from birder_index.cli.progress import Reporter
+
+if TYPE_CHECKING:
+    from birder_index.indexer import BuildReport
 
 
 @cli.command()
@@ -31,13 +36,14 @@ from birder_index.cli.app import model_options
     "--compile/--no-compile",
     "compile_model",
     default=None,
-    help="torch.compile the model: about 1.2x faster embedding after about 10 s of compiling "
-    "(default: on a CPU for 2,000 photos or more).",
+    help="torch.compile the model: faster embedding after a compile step of seconds (default: on a CPU for 2,000 "
+    "photos or more).",
 )
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")
 @index_options
 @db_option
+@quiet_option
 def build(
     photos: Path,
     index_dir: Path | None,
@@ -54,6 +60,7 @@ def build(
     max_index_memory: int | None,
     target_recall: float | None,
     db: str | None,
+    quiet: bool,
 ) -> None:
     """Embed and index a folder of photos, incrementally: only new and changed files are embedded.
 
@@ -66,26 +73,19 @@ def build(
     from birder_index.indexer import ModelSpec
     from birder_index.indexer import build_index
 
-    spec = ModelSpec(model, weights, size, device, "float32" if exact else "auto")
+    spec = ModelSpec(model=model, weights=weights, size=size, device=device, precision="float32" if exact else "auto")
     options = BuildOptions(
-        batch_size,
-        workers,
-        exact,
-        retry_failed,
-        wait,
-        db=db,
-        max_index_memory=max_index_memory,
-        target_recall=target_recall,
-        compile=compile_model,
-    )
-    with _ProgressBar() as bar:
-        report = build_index(photos, index_dir=index_dir, spec=spec, options=options, progress=bar)
+        batch_size=batch_size, workers=workers, exact=exact, retry_failed=retry_failed, wait=wait, db=db,
+        max_index_memory=max_index_memory, target_recall=target_recall, compile=compile_model,
+    )  # fmt: skip
+    with Reporter(quiet=quiet) as progress:
+        report = build_index(photos, index_dir=index_dir, spec=spec, options=options, progress=progress)
     click.echo(build_summary(report))
     if report.interrupted:
         sys.exit(130)
 
 
-def build_summary(r: Any) -> str:
+def build_summary(r: BuildReport) -> str:
     parts = [f"{r.indexed} indexed" + (f" ({r.reused} identical copies reused)" if r.reused else "")]
     parts += [f"{n} {what}" for n, what in ((r.moved, "moved"), (r.removed, "removed"), (r.failed, "failed")) if n]
     # A copied or touched file has a new mtime but, rehashed, the same content: unchanged too, and said so.
@@ -101,26 +101,3 @@ def build_summary(r: Any) -> str:
     if r.scanned == 0:
         line += "\nWarning: no images found in the folder (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)."
     return line
-
-
-class _ProgressBar:
-    """tqdm bar fed by build_index's progress callback; silent when stderr is not a terminal."""
-
-    def __enter__(self) -> _ProgressBar:
-        self.bar: Any = None
-        return self
-
-    def __call__(self, event: str, value: int) -> None:
-        from tqdm import tqdm
-
-        if event == "compile":
-            if sys.stderr.isatty():
-                click.echo("compiling the model for this run (about 10 s; --no-compile skips it)", err=True)
-        elif event == "total":
-            self.bar = tqdm(total=value, unit="img", desc="embedding", disable=not sys.stderr.isatty())
-        elif event == "done" and self.bar is not None:
-            self.bar.update(value)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -141,3 +141,34 @@ class Prediction(Base):
     score: Mapped[float] = mapped_column(Float)
     method: Mapped[str] = mapped_column(String(32))
     predicted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DedupPlan(Base):
+    """A dedup action plan, recorded before any file is touched: `dedup undo` acts only on plans recorded here."""
+
+    __tablename__ = "dedup_plans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "move" or "delete"
+    root: Mapped[str] = mapped_column(Text)  # the photo folder the plan's files lie in, absolute
+    move_to: Mapped[str | None] = mapped_column(Text)
+    csv: Mapped[str | None] = mapped_column(Text)  # the CSV export written for people, absolute
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DedupAction(Base):
+    """One file of a plan, with what the index recorded of it and of its group's keeper when it was planned."""
+
+    __tablename__ = "dedup_actions"
+    plan_id: Mapped[int] = mapped_column(ForeignKey("dedup_plans.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer)  # no foreign key: the row leaves `images` when the file goes
+    path: Mapped[str] = mapped_column(Text)  # absolute
+    dst: Mapped[str | None] = mapped_column(Text)  # absolute, moves only
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    keeper: Mapped[str] = mapped_column(Text)  # absolute
+    keeper_root: Mapped[str] = mapped_column(Text)  # the keeper's photo folder (another index's with --against)
+    keeper_size: Mapped[int] = mapped_column(BigInteger)
+    keeper_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="planned")  # planned, done, skipped, undone
+    reason: Mapped[str | None] = mapped_column(Text)  # why it was skipped

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 from birder_index.db.models import FAILED
 from birder_index.db.models import INDEXED
 from birder_index.db.models import PENDING
+from birder_index.db.models import DedupAction
+from birder_index.db.models import DedupPlan
 from birder_index.db.models import Image
 from birder_index.db.models import IndexManifest
 from birder_index.db.models import Label
@@ -321,6 +323,50 @@ def set_manifest(s: Session, **fields: Any) -> IndexManifest:
             setattr(row, key, value)
     row.built_at = utcnow()
     return row
+
+
+# -- dedup plans ------------------------------------------------------------------------------------------------------
+
+
+def add_plan(s: Session, plan: DedupPlan, actions: Sequence[DedupAction]) -> int:
+    """Record a plan and its actions (all `planned`); returns the plan's number."""
+    s.add(plan)
+    s.flush()
+    for a in actions:
+        a.plan_id = plan.id
+    s.add_all(actions)
+    return plan.id
+
+
+def get_plan(s: Session, plan_id: int) -> DedupPlan | None:
+    return s.get(DedupPlan, plan_id)
+
+
+def plan_by_csv(s: Session, csv_path: str) -> DedupPlan | None:
+    return s.scalars(select(DedupPlan).where(DedupPlan.csv == csv_path).order_by(DedupPlan.id.desc())).first()
+
+
+def list_plans(s: Session) -> list[tuple[DedupPlan, dict[str, int]]]:
+    """Every recorded plan, newest first, with how many of its actions are in each state."""
+    counts: dict[int, dict[str, int]] = {}
+    for plan_id, state, n in s.execute(
+        select(DedupAction.plan_id, DedupAction.state, func.count()).group_by(DedupAction.plan_id, DedupAction.state)
+    ):
+        counts.setdefault(plan_id, {})[state] = n
+    plans = s.scalars(select(DedupPlan).order_by(DedupPlan.id.desc())).all()
+    return [(p, counts.get(p.id, {})) for p in plans]
+
+
+def plan_actions(s: Session, plan_id: int) -> list[DedupAction]:
+    return list(s.scalars(select(DedupAction).where(DedupAction.plan_id == plan_id).order_by(DedupAction.seq)))
+
+
+def set_action_state(s: Session, plan_id: int, seq: int, state: str, *, reason: str | None = None) -> None:
+    s.execute(
+        update(DedupAction)
+        .where(DedupAction.plan_id == plan_id, DedupAction.seq == seq)
+        .values(state=state, reason=reason)
+    )
 
 
 def _chunks(values: Sequence[T], size: int = 900) -> Iterable[Sequence[T]]:

@@ -45,11 +45,14 @@ from birder_index.dedup.find import COLOUR_MIN
 from birder_index.errors import BirderIndexError
 from birder_index.indexer.index import Index
 from birder_index.indexer.vectors import normalize
+from birder_index.progress import Progress
+from birder_index.progress import silent
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
 
 logger = logging.getLogger(__name__)
+MIN_PHOTOS = 10  # below this the sample's pairs of photos say little about the collection's near misses
 WORKING_SIZE = 768  # variants are made from a copy this large: the model sees 224-384 px either way
 # Thumbnail correlations tried, lowest first: below 0.98 different photos of smooth scenes correlate (the quality
 # benchmark: docs/benchmarks.md#dedup), so lower bars are never tried, however clean the sample looks.
@@ -120,6 +123,7 @@ class Calibration:
     colour_min: float = 0.0  # dedup's colour check the threshold was chosen with (0: none)
     duplicates: int = 0  # estimated duplicates among the sample's pairs of photos (the collection's own)
     thumbnail_min: float = 0.0  # thumbnail correlation that also makes a duplicate (0: thumbnails not used)
+    advice: str = ""  # one line for the user when the sample says the threshold is likely too strict
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,6 +186,7 @@ def calibrate(
     sample: int = 150,
     seed: int = 0,
     colour_min: float = COLOUR_MIN,
+    progress: Progress = silent,
 ) -> Calibration:
     """Sample photos, embed their variants, choose the threshold; stored in the index for the next run."""
     import torch
@@ -195,9 +200,16 @@ def calibrate(
     if root is None:
         raise BirderIndexError("calibration needs the photos (this index holds imported vectors): pass --threshold")
     paths = _sample(index, sample, seed)
+    if len(paths) < MIN_PHOTOS:
+        raise BirderIndexError(
+            f"calibrating a threshold needs at least {MIN_PHOTOS} distinct photos; the index in {index.dir} has "
+            f"{len(paths)}: pass --threshold (0.90 is a cautious start), or calibrate on a larger index of the same "
+            "model"
+        )
     size = encoder.info.preprocess.size
     originals, variants, kinds, owners = [], [], [], []
-    for rel in paths:
+    for n, rel in enumerate(paths):
+        progress("calibrating: making variants of sampled photos", n, len(paths))
         try:
             img, _, _ = open_upright(root / rel)
         except Exception:  # a file changed or vanished since indexing: skip it
@@ -211,7 +223,7 @@ def calibrate(
             owners.append(len(originals) - 1)
     if len(originals) < 2:
         raise BirderIndexError("calibration needs at least 2 readable photos; pass --threshold")
-    emb = normalize(_embed(encoder, originals + variants, torch))
+    emb = normalize(_embed(encoder, originals + variants, torch, progress))
     orig, var = emb[: len(originals)], emb[len(originals) :]
     pixels = np.stack(originals + variants)
     sig, thumbs = colour_signatures(pixels), thumbnails(pixels)
@@ -271,10 +283,12 @@ def _sample(index: Index, n: int, seed: int) -> list[str]:
     return [paths[int(i)] for i in chosen]
 
 
-def _embed(encoder: Encoder, pixels: list[np.ndarray], torch: Any, batch: int = 32) -> np.ndarray:
-    out = [
-        encoder.embed(torch.from_numpy(np.stack(pixels[i : i + batch]))).numpy() for i in range(0, len(pixels), batch)
-    ]
+def _embed(encoder: Encoder, pixels: list[np.ndarray], torch: Any, progress: Progress, batch: int = 32) -> np.ndarray:
+    out = []
+    for i in range(0, len(pixels), batch):
+        progress("calibrating: embedding the photos and their variants", i, len(pixels))
+        out.append(encoder.embed(torch.from_numpy(np.stack(pixels[i : i + batch]))).numpy())
+    progress("calibrating: embedding the photos and their variants", len(pixels), len(pixels))
     return np.concatenate(out)
 
 
@@ -286,16 +300,23 @@ def resolve_threshold(
     recalibrate: bool = False,
     device: str | None = None,
     colour_min: float = COLOUR_MIN,
+    against: Index | None = None,
+    progress: Progress = silent,
 ) -> tuple[float, Calibration | None, bool]:
     """(threshold, calibration, calibrated now): an explicit threshold wins; else the stored calibration for this
-    model and precision; else a new calibration (precision 0.99 by default)."""
+    model and precision; else a new calibration (precision 0.99 by default). With `against` (deduplicating one
+    index against another of the same model), the larger of the two is calibrated: its sample says more."""
     if threshold is not None:
         if precision is not None:
             raise BirderIndexError("give --threshold or --precision, not both")
         return threshold, None, False
     precision = 0.99 if precision is None else precision
+    if against is not None and len(against.id_rows()[0]) > len(index.id_rows()[0]):
+        index = against
     stored = None if recalibrate else stored_calibration(index, precision, colour_min=colour_min)
     if stored is not None:
         return stored.threshold, stored, False
-    cal = calibrate(index, index.load_encoder(device=device), precision=precision, colour_min=colour_min)
+    progress("loading the model", 0, None)
+    encoder = index.load_encoder(device=device)
+    cal = calibrate(index, encoder, precision=precision, colour_min=colour_min, progress=progress)
     return cal.threshold, cal, True

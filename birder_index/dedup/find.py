@@ -40,6 +40,8 @@ from birder_index.indexer.signatures import read_signatures
 from birder_index.indexer.signatures import unsigned
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import normalize
+from birder_index.progress import Progress
+from birder_index.progress import silent
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,22 @@ class DedupResult:
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     )
+
+    def notes(self) -> list[str]:
+        """What the user should know about how far the checks went."""
+        out = []
+        if self.unsigned:
+            out.append(
+                f"{self.unsigned} images have no colour signature (imported embeddings, or indexed before signatures "
+                "existed): the colour check let their pairs through (a new index built from the photos has them)"
+            )
+        if self.no_thumbnail:
+            out.append(
+                f"{self.no_thumbnail} images have no thumbnail (imported embeddings, indexed before thumbnails "
+                "existed, or lost from the store): only their embeddings were compared (a new index built from the "
+                "photos has them)"
+            )
+        return out
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -288,23 +306,27 @@ def find_duplicates(
     keep: str = "largest",
     against: Index | None = None,
     colour_min: float = COLOUR_MIN,
-    thumbnail_min: float = THUMBNAIL_MIN,
+    thumbnail_min: float | None = THUMBNAIL_MIN,
+    progress: Progress = silent,
 ) -> DedupResult:
     """Exact and near-duplicate groups of `index` at a cosine-similarity threshold (see the module docstring).
 
     With `against`, only pairs across the two indexes count: keepers come from `against`, duplicates from `index`
     (deduplicating a test set against a training set). `colour_min=0` lets near duplicates differ in colour
-    (greyscale or recoloured copies); `thumbnail_min=0` compares embeddings only.
+    (greyscale or recoloured copies); `thumbnail_min=0` compares embeddings only (None: the default bar).
     """
+    thumbnail_min = THUMBNAIL_MIN if thumbnail_min is None else thumbnail_min
     if not 0 < threshold <= 1:
         raise BirderIndexError(f"--threshold must be in (0, 1], got {threshold}")
     if not 0 <= thumbnail_min <= 1:
         raise BirderIndexError(f"--thumbnail must be in [0, 1], got {thumbnail_min}")
+    progress("finding near pairs", 0, None)
     if against is not None:
         return _find_across(index, against, threshold, keep, colour_min, thumbnail_min)
     with session_scope(index.engine) as s:
         attrs = q.indexed_attributes(s)
     a, b, scores = _near_same_colour(index, threshold, colour_min, thumbnail_min)
+    progress("grouping", 0, None)
     stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)

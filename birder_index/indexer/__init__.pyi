@@ -8,7 +8,6 @@ from .info import failed_files as failed_files
 from .model import ModelSpec as ModelSpec
 from .options import BuildOptions as BuildOptions
 from .options import BuildReport as BuildReport
-from .options import Progress as Progress
 from .refresh import RefreshReport as RefreshReport
 from .refresh import reindex as reindex
 from .verify import VerifyReport as VerifyReport

@@ -34,7 +34,6 @@ from birder_index.indexer.model import check_spec
 from birder_index.indexer.model import load_encoder
 from birder_index.indexer.options import BuildOptions
 from birder_index.indexer.options import BuildReport
-from birder_index.indexer.options import Progress
 from birder_index.indexer.pipeline import run_pipeline
 from birder_index.indexer.plan import Plan
 from birder_index.indexer.plan import make_plan
@@ -43,6 +42,8 @@ from birder_index.indexer.refresh import remove_stale_files
 from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.scan import scan
 from birder_index.indexer.vectors import open_embedding_store
+from birder_index.progress import Progress
+from birder_index.progress import silent
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def build_index(
     index_dir: str | Path | None = None,
     spec: ModelSpec | None = None,
     options: BuildOptions | None = None,
-    progress: Progress | None = None,
+    progress: Progress = silent,
     stop: threading.Event | None = None,
 ) -> BuildReport:
     """Index a photo folder (see the module docstring). `stop` ends the run cleanly after the current batch."""
@@ -87,7 +88,7 @@ def build_index(
 
 
 def _build(
-    index: Index, root: Path, spec: ModelSpec, options: BuildOptions, progress: Progress | None, stop: threading.Event
+    index: Index, root: Path, spec: ModelSpec, options: BuildOptions, progress: Progress, stop: threading.Event
 ) -> BuildReport:
     report = BuildReport(index.dir)
     for name in remove_stale_files(index):
@@ -162,7 +163,7 @@ def _embed(
     todo: list[tuple[int, str]],
     spec: ModelSpec,
     options: BuildOptions,
-    progress: Progress | None,
+    progress: Progress,
     stop: threading.Event,
     report: BuildReport,
 ) -> None:

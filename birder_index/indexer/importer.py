@@ -180,7 +180,7 @@ def _open_store(index: Index, dim: int, model: str | None, weights: str | Path |
         row = q.get_model(s)
     if row is None:
         if model or weights:
-            load_encoder(index, ModelSpec(model, Path(weights) if weights else None), progress=True)
+            load_encoder(index, ModelSpec(model=model, weights=Path(weights) if weights else None), progress=True)
         else:
             with session_scope(index.engine) as s:
                 s.add(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -303,8 +304,11 @@ def check_model(index: Index, info: ModelInfo) -> None:
         )
 
 
-def open_index(index_dir: str | Path | None = None, *, db: str | None = None) -> Index:
-    """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the nearest `.birder-index/` upwards.
+def open_index(
+    index_dir: str | Path | None = None, *, db: str | None = None, paths: Sequence[str | Path] = ()
+) -> Index:
+    """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the index whose photo folder holds `paths`
+    (a command's path arguments), else the nearest `.birder-index/` here or upwards (layout.find_index_dir).
 
     The metadata may live in another SQLAlchemy database (`db`, else $BIRDER_INDEX_DB); the folder, which then
     must be named, still holds the embedding store and the FAISS files.
@@ -315,7 +319,7 @@ def open_index(index_dir: str | Path | None = None, *, db: str | None = None) ->
         if not folder:
             raise BirderIndexError("with a --db / BIRDER_INDEX_DB database, name the index folder with --index-dir")
         return Index(Path(folder), open_database(db))
-    directory = find_index_dir(explicit=index_dir)
+    directory = find_index_dir(explicit=index_dir, paths=paths)
     return Index(directory, open_database(sqlite_url(directory / DB_FILE)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from birder_index.errors import BirderIndexError
@@ -17,8 +18,15 @@ def default_index_dir(photos: Path) -> Path:
     return photos / INDEX_DIRNAME
 
 
-def find_index_dir(*, explicit: str | Path | None = None, start: Path | None = None) -> Path:
-    """`--index-dir`, else `$BIRDER_INDEX_DIR`, else the nearest `.birder-index/` here or in a parent (as git)."""
+def find_index_dir(
+    explicit: str | Path | None = None, *, paths: Sequence[str | Path] = (), start: Path | None = None
+) -> Path:
+    """Where the index is, in this order (docs/cli.md#which-index):
+
+    1. `--index-dir` (`explicit`), 2. `$BIRDER_INDEX_DIR`, 3. the index of the photo folder that holds the command's
+    path arguments (`paths`: query images, a label folder, or a path of the index itself), 4. the nearest
+    `.birder-index/` in the current folder (`start`) or a parent, as git finds its repository.
+    Paths that belong to two different indexes are an error naming both."""
     if explicit:
         path = Path(explicit).expanduser()
         if not (path / DB_FILE).is_file():
@@ -26,16 +34,45 @@ def find_index_dir(*, explicit: str | Path | None = None, start: Path | None = N
         return path
     env = os.environ.get("BIRDER_INDEX_DIR")
     if env:
-        return find_index_dir(explicit=env)
+        return find_index_dir(env)
+    owners = {found for p in paths if (found := index_holding(Path(p))) is not None}
+    if len(owners) > 1:
+        first, second = sorted(owners)[:2]
+        raise BirderIndexError(f"the paths given belong to two indexes, {first} and {second}: give one at a time")
+    if owners:
+        return owners.pop()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / INDEX_DIRNAME
         if (candidate / DB_FILE).is_file():
             return candidate
     raise IndexNotFound(
-        "no index found here or in any parent folder: run `birder-index build PHOTOS` first, "
+        "no index found for these paths, here or in any parent folder: run `birder-index build PHOTOS` first, "
         "or pass --index-dir (or set BIRDER_INDEX_DIR)"
     )
+
+
+def index_holding(path: Path) -> Path | None:
+    """The index folder a path is inside of, or whose photo folder holds it (the nearest `.birder-index/` at or
+    above it), or None. Only paths that exist count: a stored path given relative to the photo folder is found
+    from the current folder instead."""
+    if not os.path.lexists(path):
+        return None
+    folder = Path(os.path.abspath(path))
+    for candidate in (folder, *folder.parents):
+        if (candidate / DB_FILE).is_file():  # an index folder, or a file inside one
+            return candidate
+        inner = candidate / INDEX_DIRNAME
+        if (inner / DB_FILE).is_file():
+            return inner
+    return None
+
+
+def found_here(index_dir: Path, start: Path | None = None) -> bool:
+    """Whether the index is the one the current folder or a parent holds (else a command says which it used)."""
+    here = (start or Path.cwd()).resolve()
+    folder = index_dir.resolve().parent
+    return folder == here or folder in here.parents
 
 
 def ensure_writable(index_dir: Path) -> None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "vit_reg4_m16_rms_avg_i-jepa-imagenet21k"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     model: str | None = None  # published weights name, or the architecture of `weights`
     weights: Path | None = None

@@ -1,8 +1,7 @@
-"""What a build is asked to do and what it reports: `BuildOptions`, `BuildReport`, the `Progress` callback."""
+"""What a build is asked to do and what it reports: `BuildOptions` and `BuildReport`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -13,7 +12,7 @@ from birder_index.indexer.vectors import DEFAULT_STORE_DTYPE
 from birder_index.indexer.vectors import STORE_DTYPES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     batch_size: int | None = None  # default: 16 on CPU, 256 on GPU
     workers: int | None = None  # decode processes beside the model; default: threads between batches on a CPU
@@ -57,8 +56,3 @@ class BuildReport:
     @property
     def images_per_second(self) -> float:
         return self.indexed / self.embed_seconds if self.embed_seconds > 0 else 0.0
-
-
-# progress(event, value): ("compile", 0) before compiling the model, if it does; ("total", n) once, then
-# ("done", n) per batch
-Progress = Callable[[str, int], None]

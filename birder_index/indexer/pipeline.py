@@ -28,9 +28,9 @@ from birder_index.indexer.decode import batches
 from birder_index.indexer.decode import batches_between
 from birder_index.indexer.index import Index
 from birder_index.indexer.options import BuildOptions
-from birder_index.indexer.options import Progress
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.write import BatchWriter
+from birder_index.progress import Progress
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
@@ -89,21 +89,19 @@ def run_pipeline(
     store: VectorStore,
     *,
     options: BuildOptions,
-    progress: Progress | None,
+    progress: Progress,
     stop: threading.Event,
 ) -> PipelineCounts:
     """Decode, embed and write `todo` ((id, path) pairs), one committed batch at a time, until done or `stop`."""
     counts = PipelineCounts()
     batch_size = options.batch_size or default_batch_size(encoder.device)
     if should_compile(options.compile, encoder.device, len(todo)):
-        if progress:
-            progress("compile", 0)
+        progress("compiling the model (--no-compile skips it)", 0, None)
         counts.compile_seconds = encoder.compile(batch_size) or 0.0
     dataset = PhotoDataset(root, todo, encoder.info.preprocess.size, fast=not options.exact)
     loader = reader(dataset, encoder.device, batch_size, options.workers)
     writer = BatchWriter(index, store)
-    if progress:
-        progress("total", len(todo))
+    progress("embedding", 0, len(todo))
     t0, checked_before = time.perf_counter(), encoder.check_seconds
     done = 0
     for batch in loader:
@@ -118,8 +116,7 @@ def run_pipeline(
         logger.debug(
             "batch of %d: embed %.3fs, write %.3fs", len(batch.ok), t_embed - t_batch, time.perf_counter() - t_embed
         )
-        if progress:
-            progress("done", len(batch.ok) + len(batch.failed))
+        progress("embedding", done, len(todo))
         if stop.is_set():
             counts.interrupted = True
             break
