@@ -21,7 +21,7 @@ LEAVES = {"errors", "progress", "output"}  # leaf modules anyone may import
 BELOW_CAPABILITIES = {"search", "indexer", "distributed", "backbone", "db"} | LEAVES
 # layer -> the birder_index layers it may import (itself included)
 ALLOWED = {
-    **{leaf: {leaf} for leaf in LEAVES},
+    **{leaf: {leaf, "errors"} for leaf in LEAVES},
     "backbone": {"backbone"} | LEAVES,
     "db": {"db"} | LEAVES,
     "distributed": {"distributed", "backbone", "db"} | LEAVES,
