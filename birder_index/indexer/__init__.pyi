@@ -5,6 +5,7 @@ from .index import Index as Index
 from .index import open_index as open_index
 from .info import describe as describe
 from .info import failed_files as failed_files
+from .layout import found_here as found_here
 from .model import ModelSpec as ModelSpec
 from .options import BuildOptions as BuildOptions
 from .options import BuildReport as BuildReport

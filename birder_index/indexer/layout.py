@@ -19,7 +19,7 @@ def default_index_dir(photos: Path) -> Path:
 
 
 def find_index_dir(
-    explicit: str | Path | None = None, *, paths: Sequence[str | Path] = (), start: Path | None = None
+    *, explicit: str | Path | None = None, paths: Sequence[str | Path] = (), start: Path | None = None
 ) -> Path:
     """Where the index is, in this order (docs/cli.md#which-index):
 
@@ -34,7 +34,7 @@ def find_index_dir(
         return path
     env = os.environ.get("BIRDER_INDEX_DIR")
     if env:
-        return find_index_dir(env)
+        return find_index_dir(explicit=env)
     owners = {found for p in paths if (found := index_holding(Path(p))) is not None}
     if len(owners) > 1:
         first, second = sorted(owners)[:2]
