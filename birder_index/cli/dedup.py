@@ -176,9 +176,9 @@ def _outputs(
     result: DedupResult, *, as_json: bool, json_file: Path | None, csv_file: Path | None, report: Path | None
 ) -> dict[str, object]:
     """Write the files asked for and, unless --json, the text summary; returns the JSON document."""
-    from birder_index.dedup.report import write_groups_csv
-    from birder_index.dedup.report import write_groups_json
-    from birder_index.dedup.report import write_report
+    from birder_index.dedup import write_groups_csv
+    from birder_index.dedup import write_groups_json
+    from birder_index.dedup import write_report
 
     if json_file is not None:
         write_groups_json(result, json_file)

@@ -18,4 +18,6 @@ from .find import DedupResult as DedupResult
 from .find import Group as Group
 from .find import Member as Member
 from .find import find_duplicates as find_duplicates
+from .report import write_groups_csv as write_groups_csv
+from .report import write_groups_json as write_groups_json
 from .report import write_report as write_report

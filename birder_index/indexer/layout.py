@@ -68,7 +68,7 @@ def index_holding(path: Path) -> Path | None:
     return None
 
 
-def found_here(index_dir: Path, start: Path | None = None) -> bool:
+def found_here(index_dir: Path, *, start: Path | None = None) -> bool:
     """Whether the index is the one the current folder or a parent holds (else a command says which it used)."""
     here = (start or Path.cwd()).resolve()
     folder = index_dir.resolve().parent
