@@ -158,8 +158,8 @@ def emit_json(document: object) -> None:
 def open_for(index_dir: Path | None, *, paths: Sequence[str | Path] = (), reporter: Reporter | None = None) -> Index:
     """The index a command works on (indexer.layout.find_index_dir's order), saying which one on stderr when it is
     not the one the current folder or a parent holds."""
-    from birder_index.indexer import open_index
     from birder_index.indexer import found_here
+    from birder_index.indexer import open_index
 
     index = open_index(index_dir, paths=paths)
     if index_dir is None and not os.environ.get("BIRDER_INDEX_DIR") and not found_here(index.dir):

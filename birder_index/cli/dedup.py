@@ -230,7 +230,6 @@ def _act(
     """Check and show the plan (dry run), or carry it out and bring the index up to date."""
     from birder_index.dedup import apply_plan
     from birder_index.dedup import check_plan
-    from birder_index.dedup import default_plan_path
     from birder_index.dedup import plan_actions
 
     actions = plan_actions(index, result, move_to=move_to, delete=move_to is None, against=against)
@@ -240,8 +239,7 @@ def _act(
         if not as_json:
             click.echo(dry_run_text(checked, verb=verb))
         return {"dry_run": True, **_plan_json(checked)}
-    csv_file = plan or default_plan_path(move_to or index.dir)
-    outcome = apply_plan(index, actions, move_to=move_to, csv_file=csv_file)
+    outcome = apply_plan(index, actions, move_to=move_to, csv_file=plan)
     if not as_json:
         click.echo(outcome_text(outcome, verb=verb))
     if outcome.done:

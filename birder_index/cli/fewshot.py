@@ -44,7 +44,9 @@ def label_import(source: Path, set_name: str, index_dir: Path | None, model: str
     from birder_index.fewshot import label_folder_or_csv
     from birder_index.indexer import ModelSpec
 
-    report, _ = label_folder_or_csv(source, set_name, index_dir=index_dir, spec=ModelSpec(model=model, weights=weights, size=size))
+    report, _ = label_folder_or_csv(
+        source, set_name, index_dir=index_dir, spec=ModelSpec(model=model, weights=weights, size=size)
+    )
     click.echo(f"{report.labelled} photos labelled in {report.classes} classes (set {report.set_name!r})")
     for name in report.empty_classes:
         click.echo(f"Warning: class {name!r} has no images", err=True)

@@ -342,6 +342,10 @@ def get_plan(s: Session, plan_id: int) -> DedupPlan | None:
     return s.get(DedupPlan, plan_id)
 
 
+def set_plan_csv(s: Session, plan_id: int, csv_path: str) -> None:
+    s.execute(update(DedupPlan).where(DedupPlan.id == plan_id).values(csv=csv_path))
+
+
 def plan_by_csv(s: Session, csv_path: str) -> DedupPlan | None:
     return s.scalars(select(DedupPlan).where(DedupPlan.csv == csv_path).order_by(DedupPlan.id.desc())).first()
 

@@ -4,7 +4,6 @@ from .actions import PlanSummary as PlanSummary
 from .actions import apply_plan as apply_plan
 from .actions import check_action_options as check_action_options
 from .actions import check_plan as check_plan
-from .actions import default_plan_path as default_plan_path
 from .actions import list_plans as list_plans
 from .actions import plan_actions as plan_actions
 from .actions import undo as undo

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import hashlib
 import logging
 import os
@@ -27,7 +28,6 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
-from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
@@ -225,14 +225,18 @@ def inside(path: Path, root: Path) -> bool:
 def apply_plan(
     index: Index, actions: Sequence[Action], *, move_to: Path | None, csv_file: Path | None = None
 ) -> Outcome:
-    """Record the plan, then carry it out action by action, each after its checks; under the writer lock."""
+    """Record the plan, then carry it out action by action, each after its checks; under the writer lock. The
+    plan's CSV export goes to `csv_file`, by default `birder-index-plan-N.csv` in the destination folder (or, for
+    deletions, the index folder)."""
     kind = MOVE if move_to is not None else DELETE
     root = _photo_root(index)
     with WriterLock(index.dir):
-        plan_id = _record(index, actions, kind=kind, root=root, move_to=move_to, csv_file=csv_file)
+        plan_id = _record(index, actions, kind=kind, root=root, move_to=move_to)
+        csv_file = csv_file or (move_to or index.dir) / f"birder-index-plan-{plan_id}.csv"
+        with session_scope(index.engine) as s:
+            q.set_plan_csv(s, plan_id, str(csv_file.resolve()))
         outcome = Outcome(plan_id, kind, csv=csv_file)
-        if csv_file is not None:
-            write_csv(actions, csv_file)
+        write_csv(actions, csv_file)
         checker = Checker()
         for a in actions:
             reason = _check_pair(checker, a, root)
@@ -282,15 +286,8 @@ def _holds(path: Path, size: int, sha256: str) -> bool:
         return False
 
 
-def _record(
-    index: Index, actions: Sequence[Action], *, kind: str, root: Path, move_to: Path | None, csv_file: Path | None
-) -> int:
-    plan = DedupPlan(
-        kind=kind,
-        root=str(root),
-        move_to=str(move_to.resolve()) if move_to else None,
-        csv=str(csv_file.resolve()) if csv_file else None,
-    )
+def _record(index: Index, actions: Sequence[Action], *, kind: str, root: Path, move_to: Path | None) -> int:
+    plan = DedupPlan(kind=kind, root=str(root), move_to=str(move_to.resolve()) if move_to else None)
     rows = [
         DedupAction(
             seq=a.seq,
@@ -344,8 +341,9 @@ def transfer(src: Path, dst: Path, *, size: int, sha256: str, tmp: Path) -> str 
     """Move `src` (checked: these bytes) to `dst`, never overwriting, durable before `src` goes. None when done,
     else why not (src is then untouched). A `dst` that already holds these bytes finishes an interrupted move."""
     try:
-        tmp.unlink(missing_ok=True)  # a copy an interrupted run left half written
         dst.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.birder-index-*.part"):
+            stale.unlink(missing_ok=True)  # copies that interrupted runs left half written (named by _tmp_name)
         if os.path.lexists(dst):
             if not _holds(dst, size, sha256):
                 return f"{dst} already exists; nothing was overwritten"
@@ -412,10 +410,6 @@ def write_csv(actions: Sequence[Action], path: Path) -> None:
             os.fsync(f.fileno())
     except OSError as e:
         raise BirderIndexError(f"cannot write the plan {path}: {e.strerror or e}") from None
-
-
-def default_plan_path(folder: Path) -> Path:
-    return folder / f"birder-index-dedup-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.csv"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -503,7 +497,7 @@ def _restore(a: Action, root: Path, plan_id: int) -> str | None:
     """The moved file back to where it was, if it is still the bytes that were moved and its place is free (or
     already holds them: an interrupted undo)."""
     assert a.dst is not None
-    if not inside(a.path, root) and os.path.lexists(a.path.parent):
+    if not inside(a.path, root):
         return f"its place {a.path} is outside the photo folder {root}"
     if not _holds(a.dst, a.size, a.sha256):
         if _holds(a.path, a.size, a.sha256):
