@@ -17,6 +17,8 @@ from typing import Literal
 
 import torch
 
+from birder_index.backbone.pt2_safety import check_archive
+from birder_index.backbone.pt2_safety import check_program
 from birder_index.errors import CheckpointError
 
 Format = Literal["pt", "safetensors", "pt2"]
@@ -74,10 +76,14 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"weights file not found: {path}")
     fmt = sniff_format(path)
     reader = {"pt": _read_pt, "safetensors": _read_safetensors, "pt2": _read_pt2}[fmt]
+    from safetensors import SafetensorError
+
     try:
         return reader(path)
     except CheckpointError:
         raise
+    except SafetensorError as e:
+        raise CheckpointError(f"{path} is a damaged safetensors file ({str(e).splitlines()[0][:120]})") from None
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} lacks birder's metadata or has it malformed ({type(e).__name__}: {e})") from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
@@ -126,8 +132,10 @@ def _read_safetensors(path: Path) -> Checkpoint:
 
 
 def _read_pt2(path: Path) -> Checkpoint:
+    check_archive(path)  # before torch reads it: loading a .pt2 can otherwise run code from it (pt2_safety.py)
     extra = {"birder_version": "", "task": "", "class_to_idx": "", "signature": "", "rgb_stats": ""}
     program = torch.export.load(path, extra_files=extra)
+    check_program(path, program)
     if not extra["signature"] or not extra["rgb_stats"]:
         raise CheckpointError(f"{path} is a torch.export program without birder's metadata (signature, rgb_stats)")
     return Checkpoint(
