@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import click
 
 from birder_index.cli.app import cli
+from birder_index.cli.app import emit_json
 from birder_index.cli.app import index_dir_option
 from birder_index.cli.app import index_options
 from birder_index.cli.app import json_option
+from birder_index.cli.app import open_for
+from birder_index.cli.app import quiet_option
+from birder_index.cli.progress import Reporter
+from birder_index.output import printable
+
+if TYPE_CHECKING:
+    from birder_index.indexer import VerifyReport
 
 
 @cli.command()
@@ -29,13 +38,15 @@ def info(index_dir: Path | None, failed: bool, as_json: bool) -> None:
     """
     from birder_index.indexer import describe
     from birder_index.indexer import failed_files
-    from birder_index.indexer import open_index
 
-    with open_index(index_dir) as index:
+    with open_for(index_dir) as index:
         data = describe(index)
         if failed:
             data["failed_files"] = [{"path": p, "error": e} for p, e in failed_files(index)]
-    click.echo(json.dumps(data, indent=2) if as_json else _info_text(data))
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(_info_text(data))
 
 
 def _info_text(d: dict[str, Any]) -> str:
@@ -63,7 +74,7 @@ def _info_text(d: dict[str, Any]) -> str:
             )
     lines.append(f"disk:    {sum(d['disk_bytes'].values()) / 1e6:.1f} MB")
     for f in d.get("failed_files", []):
-        lines.append(f"failed:  {f['path']}: {f['error']}")
+        lines.append(f"failed:  {printable(f['path'])}: {printable(f['error'])}")
     return "\n".join(lines)
 
 
@@ -82,42 +93,57 @@ def _setting_text(e: dict[str, Any]) -> str:
 
 @cli.command()
 @index_dir_option
-@click.option("--deep", is_flag=True, help="Also rehash every file and compare with the recorded sha256.")
+@click.option("--deep", is_flag=True, help="Also rehash every file, and embed a sample of photos again to compare.")
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (re-queue, drop orphans, rewrite FAISS).")
 @json_option
-def verify(index_dir: Path | None, deep: bool, repair: bool, as_json: bool) -> None:
-    """Check that database, embedding store, FAISS index and files agree; exit code 1 if not.
+@quiet_option
+def verify(index_dir: Path | None, deep: bool, repair: bool, as_json: bool, quiet: bool) -> None:
+    """Check that database, embedding store, side stores, FAISS index, row map and files agree; exit code 1 if not.
 
     \b
     Example:
         birder-index verify --deep
         birder-index verify --repair
     """
-    from birder_index.indexer import open_index
     from birder_index.indexer import verify_index
 
-    with open_index(index_dir) as index:
-        report = verify_index(index, deep=deep, repair=repair)
-    click.echo(json.dumps({**report.__dict__, "healthy": report.healthy}) if as_json else _verify_text(report))
+    with Reporter(quiet=quiet) as progress, open_for(index_dir, reporter=progress) as index:
+        report = verify_index(index, deep=deep, repair=repair, progress=progress)
+    if as_json:
+        emit_json({**report.__dict__, "healthy": report.healthy})
+    else:
+        click.echo(verify_text(report))
     if not report.healthy and not repair:
         sys.exit(1)
 
 
-def _verify_text(r: Any) -> str:
-    def listed(items: list[Any]) -> str:
-        return f"{len(items)}" + (
-            f" ({', '.join(map(str, items[:5]))}{', ...' if len(items) > 5 else ''})" if items else ""
-        )
+def verify_text(r: VerifyReport) -> str:
+    def listed(items: Sequence[object]) -> str:
+        shown = ", ".join(printable(str(i)) for i in items[:5]) + (", ..." if len(items) > 5 else "")
+        return f"{len(items)}" + (f" ({shown})" if items else "")
 
+    faiss = f"{listed(r.faiss_missing)} missing, {listed(r.faiss_orphans)} orphans"
+    if r.faiss_self_missed:
+        faiss += f", {r.faiss_self_missed} of {r.faiss_self_sampled} sampled vectors not found"
+    if r.faiss_unreadable:
+        faiss = f"unreadable ({printable(r.faiss_unreadable)})"
+    if r.database_problems:
+        return f"database:        DAMAGED ({printable('; '.join(r.database_problems[:3]))})\nNOT healthy"
     lines = [
         f"images:          {r.indexed} indexed, {r.pending} pending, {r.failed} failed",
-        f"embedding store: {r.store_rows} rows committed, {r.torn_tail_bytes} bytes of torn tail",
-        f"bad store rows:  {listed(r.bad_vector_rows)}",
+        f"embedding store: {r.store_rows} rows committed, {r.store_rows_lost} lost, {r.torn_tail_bytes} bytes of "
+        "torn tail",
+        f"bad store rows:  {listed(r.bad_vector_rows)} missing or shared, {listed(r.nonfinite_rows)} not finite",
         f"colour store:    {r.colour_rows_lost} committed signatures missing",
         f"thumbnail store: {r.thumb_rows_lost} committed thumbnails missing",
-        f"faiss:           {listed(r.faiss_missing)} missing, {listed(r.faiss_orphans)} orphans",
+        f"faiss:           {faiss}",
+        f"row map:         {r.row_map_wrong or 'agrees with the database'}",
         f"files:           {listed(r.files_missing)} missing, {listed(r.files_changed)} changed",
     ]
+    if r.deep_sampled:
+        lines.append(f"embedded again:  {listed(r.embeddings_wrong)} of {r.deep_sampled} sampled photos differ")
+    if r.leftovers:
+        lines.append(f"leftovers:       {listed(r.leftovers)}")
     lines += [f"repaired:        {what}" for what in r.repaired]
     lines.append(
         "healthy" if r.healthy else ("repaired" if r.repaired else "NOT healthy: `birder-index verify --repair`")
@@ -135,10 +161,9 @@ def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall:
     Example:
         birder-index reindex
     """
-    from birder_index.indexer import open_index
     from birder_index.indexer import reindex as reindex_
 
-    with open_index(index_dir) as index:
+    with open_for(index_dir) as index:
         report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall)
     click.echo(
         f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "

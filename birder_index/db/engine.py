@@ -97,6 +97,20 @@ def _create_tables(engine: Engine, attempts: int = 3) -> None:
                 raise
 
 
+def integrity_problems(engine: Engine, *, limit: int = 10) -> list[str]:
+    """What SQLite's own quick check finds wrong in the database file (pages, records, indexes); nothing for other
+    databases, whose servers keep their files whole."""
+    if engine.dialect.name != "sqlite":
+        return []
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"PRAGMA quick_check({int(limit)})").all()
+    except SQLAlchemyError as e:
+        return [str(e.orig if hasattr(e, "orig") else e).splitlines()[0]]
+    problems = [str(r[0]) for r in rows]
+    return [] if problems == ["ok"] else problems
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed on success, rolled back on any error."""

@@ -137,10 +137,10 @@ class Index:
                 manifest = q.get_manifest(s)
                 current = manifest is not None and manifest.generation == q.get_int(s, MetaKey.GENERATION)
             path = self.dir / (manifest.file + ROW_MAP_SUFFIX) if manifest is not None else None
-            if current and path is not None and path.exists():
-                self._row_map = np.load(path, mmap_mode="r")
-            else:
-                self._row_map = dense_row_map(*self.id_rows())
+            loaded = load_row_map(path) if current and path is not None and path.exists() else None
+            if current and path is not None and path.exists() and loaded is None:
+                logger.warning("%s cannot be read as an id -> row map: run `birder-index verify --repair`", path)
+            self._row_map = loaded if loaded is not None else dense_row_map(*self.id_rows())
         return self._row_map
 
     def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,9 +197,9 @@ class Index:
         except RuntimeError:
             if not path.exists():
                 raise FileNotFoundError(path) from None
-            raise BirderIndexError(f"cannot read the FAISS index {path}: run `birder-index reindex`") from None
-        map_path = self.dir / (name + ROW_MAP_SUFFIX)
-        row_map = np.load(map_path) if map_path.exists() else np.zeros(0, np.int64)
+            raise BirderIndexError(f"cannot read the FAISS index {path}: run `birder-index verify --repair`") from None
+        loaded = load_row_map(self.dir / (name + ROW_MAP_SUFFIX))
+        row_map = np.asarray(loaded) if loaded is not None else np.zeros(0, np.int64)
         return AnnState(index, factory, params, row_map)
 
     def catch_up(self, state: AnnState) -> None:
@@ -283,6 +283,16 @@ def dense_row_map(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     out = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype)
     out[ids] = rows
     return out
+
+
+def load_row_map(path: Path) -> np.ndarray | None:
+    """The id -> store row map written beside a FAISS file, memory-mapped, or None where it is missing or cannot be
+    one (damaged, of another type): callers then rebuild it from the database."""
+    try:
+        row_map = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception:  # a damaged header raises whatever numpy's parser meets: ValueError, TokenError, SyntaxError...
+        return None
+    return row_map if row_map.ndim == 1 and row_map.dtype.kind == "i" else None
 
 
 def lookup_rows(row_map: np.ndarray, ids: np.ndarray) -> np.ndarray:

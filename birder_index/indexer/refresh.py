@@ -197,17 +197,23 @@ def _tuned(
     return t.recall, t.qps
 
 
-def remove_stale_files(index: Index) -> list[str]:
-    """Delete what killed writers leave behind: temporary files and FAISS files no manifest names."""
+def stale_files(index: Index) -> list[str]:
+    """What killed writers leave behind: temporary files and FAISS files (and row maps) no manifest names."""
     with session_scope(index.engine) as s:
         manifest = q.get_manifest(s)
     keep = {manifest.file, manifest.file + ROW_MAP_SUFFIX} if manifest is not None else set()
-    removed = []
-    for path in index.dir.iterdir():
-        stale_index = path.name.startswith("index-") and path.name not in keep
-        if path.name.endswith(".tmp") or stale_index:
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
+    return sorted(
+        path.name
+        for path in index.dir.iterdir()
+        if path.name.endswith(".tmp") or (path.name.startswith("index-") and path.name not in keep)
+    )
+
+
+def remove_stale_files(index: Index) -> list[str]:
+    """Delete `stale_files` (writers call it under the lock, before they write)."""
+    removed = stale_files(index)
+    for name in removed:
+        (index.dir / name).unlink(missing_ok=True)
     return removed
 
 
@@ -223,5 +229,6 @@ def set_index_options(index: Index, *, max_index_memory: int | None = None, targ
 def reindex(index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None) -> RefreshReport:
     """Choose, train and tune the FAISS index again from the embedding store, under the writer lock."""
     with WriterLock(index.dir):
+        remove_stale_files(index)  # what an interrupted reindex left
         set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
         return refresh_ann(index, retrain=True)

@@ -73,14 +73,16 @@ def lost_rows(store: VectorStore) -> int:
     return max(0, store.rows - size // store.row_bytes)
 
 
-def repair(index_dir: Path, engine: Engine, kind: Signature) -> int:
-    """Cut a torn tail; forget signatures the file lost (they read as unknown, later builds pad). -> rows lost."""
+def repair(index_dir: Path, engine: Engine, kind: Signature, *, max_rows: int | None = None) -> int:
+    """Cut a torn tail; forget signatures the file lost (they read as unknown, later builds pad) and, with
+    `max_rows`, those past the embedding store's rows (it lost rows). -> rows lost from the file."""
     store = committed_store(index_dir, engine, kind)
     lost = lost_rows(store)
-    if lost:
+    keep = store.rows - lost if max_rows is None else min(store.rows - lost, max_rows)
+    if keep != store.rows:
         with session_scope(engine) as s:
-            q.set_meta(s, kind.meta, store.rows - lost)
-        store = signature_store(index_dir, kind, store.rows - lost)
+            q.set_meta(s, kind.meta, keep)
+        store = signature_store(index_dir, kind, keep)
     store.drop_torn_tail()
     return lost
 
