@@ -33,10 +33,14 @@ def test_build_search_info(built: Path, photos: Path, tiny_pt: Path) -> None:
     lines = result.output.splitlines()
     assert result.exit_code == 0 and lines[0] == f"query: {photos / 'photo00.jpg'}"
     assert lines[2].split()[:2] == ["1", "1.0000"] and lines[2].endswith("photo00.jpg")
-    js = json.loads(run("search", photos / "photo01.jpg", "--json", "-k", "1", "--index-dir", built).output)
+    (js,) = json.loads(run("search", photos / "photo01.jpg", "--json", "-k", "1", "--index-dir", built).stdout)
     assert js["query"].endswith("photo01.jpg") and js["results"][0]["path"].endswith("photo01.jpg")
     assert set(js["results"][0]) == {"path", "score", "id"}
-    info = json.loads(run("info", "--json", "--failed", "--index-dir", built).output)
+    several = run("search", photos / "photo01.jpg", photos / "photo02.png", "--json", "--index-dir", built).stdout
+    assert [r["query"][-11:] for r in json.loads(several)] == ["photo01.jpg", "photo02.png"]  # one document
+    lines = run("search", photos / "photo01.jpg", photos / "photo02.png", "--jsonl", "--index-dir", built).stdout
+    assert [json.loads(line)["query"][-11:] for line in lines.splitlines()] == ["photo01.jpg", "photo02.png"]
+    info = json.loads(run("info", "--json", "--failed", "--index-dir", built).stdout)
     assert (info["images"], info["vectors"], info["failed"]) == (9, 8, 1)
     assert info["failed_files"][0]["path"] == "broken.jpg"
     text = run("info", "--index-dir", built).output
@@ -170,7 +174,7 @@ def test_build_with_a_compiled_model(
     assert out.startswith("8 indexed, 1 failed, 0 unchanged in") and "(model compiled in " in out
     # The search embeds its query eagerly: the stored (compiled) embedding must be the same vector.
     result = run("search", photos / "photo04.jpg", "-k", "1", "--json", "--index-dir", photos / ".birder-index")
-    hit = json.loads(result.output)["results"][0]
+    hit = json.loads(result.stdout)[0]["results"][0]
     assert hit["path"].endswith("photo04.jpg") and hit["score"] >= 0.9999
     info = json.loads(run("info", "--json", "--index-dir", photos / ".birder-index").output)
     assert info["last_embedding"]["compiled"] is True

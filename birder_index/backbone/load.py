@@ -172,10 +172,17 @@ def _pt2_encoder(
         size = new_size
     module = ckpt.program.module().to(device)
     static_batch = shape[0] if isinstance(shape[0], int) else None
-    dim = _output_dim(ckpt.program)
-    if dim is None:  # no shape metadata: run one blank input
+    out_shape = _output_shape(ckpt.program)
+    if out_shape is None:  # no shape metadata: run one blank input
         with torch.inference_mode():
-            dim = int(module(torch.zeros(static_batch or 1, 3, *size, device=device)).shape[-1])
+            out_shape = list(module(torch.zeros(static_batch or 1, 3, *size, device=device)).shape)
+    if len(out_shape) != 2 or not isinstance(out_shape[1], int):
+        shown = ", ".join(str(s) if isinstance(s, int) else "batch" for s in out_shape)
+        raise CheckpointError(
+            f"{ckpt.path.name} returns a tensor of shape ({shown}); an encoder export must return (batch, dim) "
+            "embeddings: export the model's embedding() method"
+        )
+    dim = int(out_shape[1])
     info = ModelInfo(name, "pt2", sha256, dim, _preprocess(ckpt, size))
     micro = 8 if device.type == "cpu" else None
     # bf16 autocast moved the shared EfficientNet's embeddings far outside the 0.999 cosine a ViT keeps
@@ -195,12 +202,13 @@ def _input_shape(program: torch.export.ExportedProgram) -> list[int | torch.SymI
     raise CheckpointError("the .pt2 program has no tensor input")
 
 
-def _output_dim(program: torch.export.ExportedProgram) -> int | None:
+def _output_shape(program: torch.export.ExportedProgram) -> list[int | torch.SymInt] | None:
+    """The first output's shape from the exported graph (ints where static), or None without metadata."""
     for node in program.graph.nodes:
         if node.op == "output":
             outs = node.args[0]
             first = outs[0] if isinstance(outs, (list, tuple)) else outs
             val = getattr(first, "meta", {}).get("val")
-            if val is not None and isinstance(val.shape[-1], int):
-                return int(val.shape[-1])
+            if val is not None:
+                return list(val.shape)
     return None

@@ -134,9 +134,24 @@ def index_options(f: F) -> F:
     )(f)
 
 
+def store_dtype_option(f: F) -> F:
+    return click.option(
+        "--store-dtype",
+        type=click.Choice(["float16", "float32"]),
+        default="float16",
+        show_default=True,
+        help="How a new index stores embeddings: float32 for models whose values exceed float16's range.",
+    )(f)
+
+
 def json_option(f: F) -> F:
     """`--json`: exactly one JSON document on stdout (docs/cli.md#json)."""
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text.")(f)
+
+
+def jsonl_option(f: F) -> F:
+    """`--jsonl`: one JSON object per line, for commands whose results stream (one per query)."""
+    return click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per line (per query).")(f)
 
 
 def json_file_option(f: F) -> F:

@@ -15,6 +15,7 @@ from birder_index.cli.app import index_dir_option
 from birder_index.cli.app import index_options
 from birder_index.cli.app import model_options
 from birder_index.cli.app import quiet_option
+from birder_index.cli.app import store_dtype_option
 from birder_index.cli.progress import Reporter
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again even if unchanged.")
 @click.option("--wait", type=float, default=0.0, help="Seconds to wait for another build of the same index.")
 @index_options
+@store_dtype_option
 @db_option
 @quiet_option
 def build(
@@ -59,6 +61,7 @@ def build(
     wait: float,
     max_index_memory: int | None,
     target_recall: float | None,
+    store_dtype: str,
     db: str | None,
     quiet: bool,
 ) -> None:
@@ -77,6 +80,7 @@ def build(
     options = BuildOptions(
         batch_size=batch_size, workers=workers, exact=exact, retry_failed=retry_failed, wait=wait, db=db,
         max_index_memory=max_index_memory, target_recall=target_recall, compile=compile_model,
+        store_dtype=store_dtype,
     )  # fmt: skip
     with Reporter(quiet=quiet) as progress:
         report = build_index(photos, index_dir=index_dir, spec=spec, options=options, progress=progress)

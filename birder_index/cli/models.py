@@ -14,6 +14,7 @@ from birder_index.cli.app import index_dir_option
 from birder_index.cli.app import index_options
 from birder_index.cli.app import json_option
 from birder_index.cli.app import model_options
+from birder_index.cli.app import store_dtype_option
 
 
 @cli.command()
@@ -74,9 +75,10 @@ def classify(
 @click.option("--paths", type=_FILE, help="For .npy: a text file with one path per row.")
 @click.option("--model", metavar="NAME", help="Published weights that made them (lets `search` embed images).")
 @click.option("--weights", type=_FILE, help="Local weights that made them.")
-@click.option("--label-set", metavar="NAME", help="Store a `label` column as this label set.")
+@click.option("--set", "--label-set", "label_set", metavar="NAME", help="Store a `label` column as this label set.")
 @click.option("--index-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Index to extend.")
 @index_options
+@store_dtype_option
 def import_(
     embeddings: Path,
     paths: Path | None,
@@ -86,6 +88,7 @@ def import_(
     index_dir: Path,
     max_index_memory: int | None,
     target_recall: float | None,
+    store_dtype: str,
 ) -> None:
     """Index embeddings saved by birder-predict (--save-embeddings: parquet or CSV) or a .npy with --paths.
 
@@ -105,6 +108,7 @@ def import_(
         label_set=label_set,
         max_index_memory=max_index_memory,
         target_recall=target_recall,
+        store_dtype=store_dtype,
     )
     click.echo(
         f"{report.imported} embeddings imported ({report.dim}-d) in {report.seconds:.1f}s; index {report.factory}"

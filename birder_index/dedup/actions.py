@@ -40,7 +40,8 @@ from birder_index.errors import BirderIndexError
 from birder_index.indexer.index import Index
 from birder_index.indexer.layout import fsync_dir
 from birder_index.indexer.lock import WriterLock
-from birder_index.output import csv_cell
+from birder_index.output import csv_text
+from birder_index.output import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,9 @@ def apply_plan(
     root = _photo_root(index)
     with WriterLock(index.dir):
         plan_id = _record(index, actions, kind=kind, root=root, move_to=move_to)
-        csv_file = csv_file or (move_to or index.dir) / f"birder-index-plan-{plan_id}.csv"
+        if csv_file is None:
+            (move_to or index.dir).mkdir(parents=True, exist_ok=True)
+            csv_file = (move_to or index.dir) / f"birder-index-plan-{plan_id}.csv"
         with session_scope(index.engine) as s:
             q.set_plan_csv(s, plan_id, str(csv_file.resolve()))
         outcome = Outcome(plan_id, kind, csv=csv_file)
@@ -398,18 +401,8 @@ def _copy_hashed(src: Path, dst: Path) -> str:
 
 def write_csv(actions: Sequence[Action], path: Path) -> None:
     """The plan for people (the database holds the plan `undo` trusts): action, path, destination, keeper."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["action", "src", "dst", "keeper", "sha256"])
-            for a in actions:
-                row = [a.kind, str(a.path), str(a.dst) if a.dst else "", str(a.keeper), a.sha256]
-                writer.writerow([csv_cell(v) for v in row])
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise BirderIndexError(f"cannot write the plan {path}: {e.strerror or e}") from None
+    rows = ((a.kind, str(a.path), str(a.dst) if a.dst else "", str(a.keeper), a.sha256) for a in actions)
+    write_text(path, csv_text(("action", "src", "dst", "keeper", "sha256"), rows))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,8 @@ from birder_index.fewshot.labels import LabelledSet
 from birder_index.fewshot.labels import labelled_set
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
+from birder_index.output import csv_text
+from birder_index.output import write_text
 from birder_index.search.queries import expand_queries
 from birder_index.search.queries import query_vectors
 from birder_index.search.queries import stored_ids
@@ -164,9 +165,7 @@ def lookup_all(
         q.set_predictions(s, set_name, rows)
         paths = q.paths_of(s, [r[0] for r in rows]) if csv_file else {}
     if csv_file is not None:
-        with open(csv_file, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "score", "method"])
-            root = index.root
-            w.writerows([absolute_path(root, paths[i]), lab, f"{sc:.6f}", m] for i, lab, sc, m in rows)
+        root = index.root
+        table = ((absolute_path(root, paths[i]), lab, f"{sc:.6f}", m) for i, lab, sc, m in rows)
+        write_text(csv_file, csv_text(("path", "label", "score", "method"), table))
     return len(rows), sum(r[1] == "unknown" for r in rows), threshold

@@ -34,8 +34,10 @@ from birder_index.indexer.refresh import refresh_ann
 from birder_index.indexer.refresh import set_index_options
 from birder_index.indexer.select import check_index_options
 from birder_index.indexer.vectors import DEFAULT_STORE_DTYPE
+from birder_index.indexer.vectors import STORE_DTYPES
 from birder_index.indexer.vectors import VectorStore
 from birder_index.indexer.vectors import open_embedding_store
+from birder_index.indexer.vectors import unstorable
 
 CHUNK = 65536
 
@@ -130,8 +132,13 @@ def import_embeddings(
     label_set: str | None = None,
     max_index_memory: int | None = None,
     target_recall: float | None = None,
+    store_dtype: str = DEFAULT_STORE_DTYPE,
 ) -> ImportReport:
+    """Index vectors computed elsewhere (module docstring). A sample named twice in one file is an error, found
+    before anything of its chunk is written; a sample the index already holds gets the new vector."""
     check_index_options(max_index_memory, target_recall)
+    if store_dtype not in STORE_DTYPES:
+        raise BirderIndexError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype}")
     t0 = time.perf_counter()
     directory = Path(index_dir)
     ensure_writable(directory)
@@ -140,7 +147,9 @@ def import_embeddings(
         index = Index(directory, engine)
         set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
         try:
-            n, dim = _import(index, Path(source), Path(paths_file) if paths_file else None, model, weights, label_set)
+            spec = ModelSpec(model=model, weights=Path(weights) if weights else None)
+            paths = Path(paths_file) if paths_file else None
+            n, dim = _import(index, Path(source), paths, spec, label_set=label_set, store_dtype=store_dtype)
             report = refresh_ann(index)
         finally:
             engine.dispose()
@@ -148,20 +157,16 @@ def import_embeddings(
 
 
 def _import(
-    index: Index,
-    source: Path,
-    paths_file: Path | None,
-    model: str | None,
-    weights: str | Path | None,
-    label_set: str | None,
+    index: Index, source: Path, paths_file: Path | None, spec: ModelSpec, *, label_set: str | None, store_dtype: str
 ) -> tuple[int, int]:
     store: VectorStore | None = None
     total = 0
     for chunk in read_chunks(source, paths_file=paths_file):
         if store is None:
-            store = _open_store(index, chunk.vectors.shape[1], model, weights)
+            store = _open_store(index, chunk.vectors.shape[1], spec, store_dtype)
         if chunk.vectors.shape[1] != store.dim:
             raise IndexMismatch(f"embeddings have dimension {chunk.vectors.shape[1]}, the index holds {store.dim}")
+        _check_chunk(source, chunk, store, done=total)
         rows = store.append(chunk.vectors)
         with session_scope(index.engine) as s:
             ids = q.upsert_indexed(s, chunk.samples, rows)
@@ -175,12 +180,32 @@ def _import(
     return total, store.dim
 
 
-def _open_store(index: Index, dim: int, model: str | None, weights: str | Path | None) -> VectorStore:
+def _check_chunk(source: Path, chunk: Chunk, store: VectorStore, *, done: int) -> None:
+    """Refuse a chunk, before any of it is written, whose samples repeat or whose vectors the store cannot hold."""
+    seen: dict[str, int] = {}
+    for n, sample in enumerate(chunk.samples):
+        if sample in seen:
+            raise BirderIndexError(
+                f"{source}: sample {sample!r} appears twice (rows {done + seen[sample]} and {done + n}); sample names "
+                f"must be unique (rows before {done} were imported)"
+            )
+        seen[sample] = n
+    reasons = unstorable(chunk.vectors, store.dtype)
+    bad = next((n for n, r in enumerate(reasons) if r is not None), None)
+    if bad is not None:
+        reason = str(reasons[bad]).replace("the model's embedding of this photo", "its embedding")
+        raise BirderIndexError(
+            f"{source}: sample {chunk.samples[bad]!r} (row {done + bad}) cannot be stored: {reason} (rows before "
+            f"{done} were imported)"
+        )
+
+
+def _open_store(index: Index, dim: int, spec: ModelSpec, store_dtype: str) -> VectorStore:
     with session_scope(index.engine) as s:
         row = q.get_model(s)
     if row is None:
-        if model or weights:
-            load_encoder(index, ModelSpec(model=model, weights=Path(weights) if weights else None), progress=True)
+        if spec.given:
+            load_encoder(index, spec, progress=True)
         else:
             with session_scope(index.engine) as s:
                 s.add(
@@ -199,6 +224,6 @@ def _open_store(index: Index, dim: int, model: str | None, weights: str | Path |
     if row.embedding_dim != dim:
         raise IndexMismatch(f"embeddings have dimension {dim}, the model {row.name} makes {row.embedding_dim}")
     with session_scope(index.engine) as s:
-        store = open_embedding_store(s, index.dir, dim, dtype=DEFAULT_STORE_DTYPE)
+        store = open_embedding_store(s, index.dir, dim, dtype=store_dtype)
     store.drop_torn_tail()
     return store

@@ -125,6 +125,7 @@ def run_pipeline(
     if writer.counts.indexed:
         _record_setting(index, encoder, options)
     counts.indexed, counts.reused, counts.failed = writer.counts.indexed, writer.counts.reused, writer.counts.failed
+    counts.failures.extend((dataset.path_of[i], reason) for i, reason in writer.failures)
     counts.pending = len(todo) - done
     return counts
 

@@ -120,10 +120,35 @@ class VectorStore:
         return np.arange(first, self.rows, dtype=np.int64)
 
 
+def unstorable(vectors: np.ndarray, dtype: np.dtype) -> list[str | None]:
+    """Per row, why the store cannot hold it (a model that returned NaN or infinity, or values beyond the store's
+    dtype), or None."""
+    finite = np.isfinite(vectors).all(axis=1)
+    limit = float(np.finfo(dtype).max) if np.issubdtype(dtype, np.floating) else np.inf
+    fits = np.abs(np.where(np.isfinite(vectors), vectors, 0)).max(axis=1, initial=0) <= limit
+    return [
+        None
+        if ok and fit
+        else "the model's embedding of this photo is not finite (NaN or infinity)"
+        if not ok
+        else f"the model's embedding of this photo has values beyond {dtype.name}'s range: build a new index "
+        "with --store-dtype float32"
+        for ok, fit in zip(finite.tolist(), fits.tolist(), strict=True)
+    ]
+
+
 def normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (cosine similarity = inner product); zero rows stay zero."""
+    """Row-wise L2 normalisation in float32 (cosine similarity = inner product); zero rows stay zero. Rows whose
+    squares overflow float32 (values near 1e19 and up, which a float32 store holds) are scaled down first."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+    huge = ~np.isfinite(norms[:, 0])
+    if huge.any():
+        scaled = x[huge] / np.abs(x[huge]).max(axis=1, keepdims=True)
+        out = x / np.maximum(norms, 1e-12)
+        out[huge] = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+        return out
     return x / np.maximum(norms, 1e-12)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from birder_index.indexer.signatures import COLOURS
 from birder_index.indexer.signatures import THUMBNAILS
 from birder_index.indexer.signatures import open_for_append
 from birder_index.indexer.vectors import VectorStore
+from birder_index.indexer.vectors import unstorable
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class BatchWriter:
         with session_scope(index.engine) as s:
             self.row_of_sha = q.vector_rows_by_sha(s)
         self.counts = WriteCounts()
+        self.failures: list[tuple[int, str]] = []  # (image id, reason) of photos whose embedding could not be stored
 
     def needs_embedding(self, batch: DecodedBatch) -> np.ndarray:
         """Mask over `batch.ok`: True where the content has not been embedded yet (also not earlier in the batch)."""
@@ -68,11 +71,15 @@ class BatchWriter:
                 self.counts.reused += 1
             else:
                 out[i] = first_in_batch[sha] = next(fresh)
+        reasons = unstorable(out, self.store.dtype)
+        keep = np.array([r is None for r in reasons], bool)
+        ok = [it for it, k in zip(batch.ok, keep, strict=True) if k]
+        bad = [replace(it, error=r) for it, r in zip(batch.ok, reasons, strict=True) if r is not None]
         rows = np.zeros(0, np.int64)
-        if len(out):
-            rows = self.store.append(out)
-            self.colours.append(batch.colours)  # one signature per store row, so all stores keep row numbers
-            self.thumbs.append(batch.thumbs)
+        if keep.any():
+            rows = self.store.append(out[keep])
+            self.colours.append(batch.colours[keep])  # one signature per store row: all stores keep row numbers
+            self.thumbs.append(batch.thumbs[keep])
         indexed = [
             {
                 "id": it.id,
@@ -83,10 +90,10 @@ class BatchWriter:
                 "size": it.size,
                 "mtime_ns": it.mtime_ns,
             }
-            for it, r in zip(batch.ok, rows, strict=True)
+            for it, r in zip(ok, rows, strict=True)
         ]
         # Failed rows keep the scan's size and mtime: the file is tried again only once it changes.
-        failed = [{"id": it.id, "error": it.error, "sha256": it.sha256} for it in batch.failed]
+        failed = [{"id": it.id, "error": it.error, "sha256": it.sha256} for it in [*batch.failed, *bad]]
         with session_scope(self.index.engine) as s:
             q.mark_indexed(s, indexed)
             q.mark_failed(s, failed)
@@ -95,7 +102,8 @@ class BatchWriter:
             q.set_meta(s, MetaKey.THUMB_ROWS, self.thumbs.rows)
             if indexed:
                 q.bump_generation(s)
-        for it, r in zip(batch.ok, rows, strict=True):
+        for it, r in zip(ok, rows, strict=True):
             self.row_of_sha.setdefault(it.sha256 or "", int(r))
+        self.failures.extend((it.id, it.error or "") for it in bad)
         self.counts.indexed += len(indexed)
         self.counts.failed += len(failed)

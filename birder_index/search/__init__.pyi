@@ -3,6 +3,7 @@ from .knn import Hit as Hit
 from .knn import QueryResult as QueryResult
 from .knn import hits_for as hits_for
 from .knn import nearest as nearest
+from .knn import query_array as query_array
 from .knn import search_images as search_images
 from .knn import search_vector_file as search_vector_file
 from .knn import search_vectors as search_vectors

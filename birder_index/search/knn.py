@@ -20,6 +20,8 @@ from birder_index.indexer import ann
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
 from birder_index.indexer.vectors import normalize
+from birder_index.progress import Progress
+from birder_index.progress import silent
 from birder_index.search.queries import expand_queries
 from birder_index.search.queries import query_vectors
 
@@ -50,7 +52,7 @@ def nearest(
     Compressed indexes return k * k_factor candidates re-scored exactly from the embedding store; nprobe and
     k_factor default to the values tuned to the index's target recall.
     """
-    xq = np.atleast_2d(np.asarray(xq, dtype=np.float32))
+    xq = query_array(xq)
     d = index.model_row().embedding_dim
     if xq.shape[1] != d:
         raise BirderIndexError(f"query vectors have dimension {xq.shape[1]}, the index holds {d}")
@@ -60,6 +62,21 @@ def nearest(
     return ann.search_reranked(
         state.index, normalize(xq), k, nprobe, k_factor, rows_of=index.rows_of, vectors=index.store().array()
     )
+
+
+def query_array(xq: object) -> np.ndarray:
+    """Query vectors as float32 (n, d), refusing what cannot be one: text, other shapes, NaN or infinity (whose
+    neighbours would be meaningless, silently)."""
+    arr = np.asarray(xq)
+    if arr.dtype.kind not in "fiub":
+        raise BirderIndexError(f"query vectors must be numbers, got an array of {arr.dtype}")
+    arr = np.atleast_2d(arr.astype(np.float32))
+    if arr.ndim != 2:
+        raise BirderIndexError(f"query vectors must be an (n, d) array, got shape {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if len(bad):
+        raise BirderIndexError(f"query vector {int(bad[0])} holds NaN or infinity ({len(bad)} such rows)")
+    return arr
 
 
 def hits_for(index: Index, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
@@ -96,12 +113,13 @@ def search_images(
     exact: bool = False,
     encoder: Encoder | None = None,
     device: str | None = None,
+    progress: Progress = silent,
 ) -> list[QueryResult]:
     """Nearest neighbours of image files, folders of images, or paths already in the index."""
     if k < 1:
         raise BirderIndexError(f"-k must be >= 1, got {k}")
     files = expand_queries(queries)
-    xq = query_vectors(index, files, encoder=encoder, exact=exact, device=device)
+    xq = query_vectors(index, files, encoder=encoder, exact=exact, device=device, progress=progress)
     hits = search_vectors(index, xq, k=k, nprobe=nprobe, k_factor=k_factor)
     return [QueryResult(f, h) for f, h in zip(files, hits, strict=True)]
 
@@ -114,8 +132,9 @@ def search_vector_file(
         xq = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise BirderIndexError(f"cannot read vectors from {path}: {str(e).splitlines()[0]}") from None
-    xq = np.atleast_2d(xq)
-    if xq.ndim != 2:
-        raise BirderIndexError(f"{path} holds an array of shape {xq.shape}, expected (n, d)")
+    try:
+        xq = query_array(xq)
+    except BirderIndexError as e:
+        raise BirderIndexError(f"{path}: {e}") from None
     hits = search_vectors(index, xq, k=k, nprobe=nprobe, k_factor=k_factor)
     return [QueryResult(f"{path}[{i}]", h) for i, h in enumerate(hits)]

@@ -16,6 +16,8 @@ from birder_index.db.models import INDEXED
 from birder_index.errors import BirderIndexError
 from birder_index.indexer.index import Index
 from birder_index.indexer.scan import IMAGE_EXTENSIONS
+from birder_index.progress import Progress
+from birder_index.progress import silent
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
@@ -50,6 +52,7 @@ def query_vectors(
     exact: bool = False,
     stored: list[int | None] | None = None,
     device: str | None = None,
+    progress: Progress = silent,
 ) -> np.ndarray:
     """Raw embeddings for query images: stored ones for unchanged indexed photos, else computed with `encoder`
     (default: the index's own, loaded on `device`). `stored`: the queries' `stored_ids`, where the caller has them
@@ -61,12 +64,16 @@ def query_vectors(
         out[have] = index.vectors(np.array([stored[i] for i in have], np.int64))
     todo = [i for i, image_id in enumerate(stored) if image_id is None]
     if todo:
-        enc = encoder or index.load_encoder(device=device)
-        out[todo] = embed_files(enc, [queries[i] for i in todo], exact=exact)
+        if encoder is None:
+            progress("loading the model", 0, None)
+        enc = encoder or index.load_encoder(device=device, progress=False)
+        out[todo] = embed_files(enc, [queries[i] for i in todo], exact=exact, progress=progress)
     return out
 
 
-def embed_files(encoder: Encoder, files: list[str], *, exact: bool = False, batch_size: int = 32) -> np.ndarray:
+def embed_files(
+    encoder: Encoder, files: list[str], *, exact: bool = False, batch_size: int = 32, progress: Progress = silent
+) -> np.ndarray:
     """Decode and embed image files in batches; a file that cannot be read is a one-line error naming it."""
     import torch
 
@@ -75,6 +82,7 @@ def embed_files(encoder: Encoder, files: list[str], *, exact: bool = False, batc
 
     out = []
     for start in range(0, len(files), batch_size):
+        progress("embedding the query images", start, len(files))
         pixels = []
         for f in files[start : start + batch_size]:
             if not os.path.isfile(f):

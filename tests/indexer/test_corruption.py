@@ -49,7 +49,7 @@ def verify(index_dir: Path, *args: str) -> dict[str, object]:
 def search_works(index_dir: Path, photos: Path) -> None:
     code, out = cli_run("search", photos / "photo02.png", "-k", "3", "--index-dir", index_dir, "--json")
     assert code == 0, out
-    hits = json.loads(out)["results"]
+    hits = json.loads(out.splitlines()[-1])[0]["results"]
     assert hits[0]["path"].endswith("photo02.png") and hits[0]["score"] > 0.999
 
 
