@@ -32,10 +32,10 @@ from birder_index.backbone.cpu import usable_cores
 from birder_index.backbone.encoder import Encoder
 from birder_index.backbone.hardware import fast_bf16
 from birder_index.backbone.images import decode
+from birder_index.backbone.read import read_item
 from birder_index.indexer import BuildOptions
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
-from birder_index.indexer.decode import read_item
 from birder_index.indexer.pipeline import default_batch_size
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}

@@ -1,14 +1,10 @@
-"""Reader stage of the build: file -> bytes -> sha256 + decoded pixels + colour signature + thumbnail, in threads or
-processes.
-
-Each file is read once: the same bytes are hashed and decoded. A file that cannot be read or decoded becomes a
-failure with its reason and never stops the run. Batches are typed (`DecodedBatch`), not string-keyed dicts.
+"""Reader stage of the build: files read (backbone/read.py: bytes -> sha256, pixels, colour signature, thumbnail)
+in threads or processes, and collated into typed batches (`DecodedBatch`), not string-keyed dicts. A file that
+cannot be read or decoded becomes a failure with its reason and never stops the run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import signal
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -22,25 +18,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 
 from birder_index.backbone.colour import SIGNATURE_DIM
-from birder_index.backbone.colour import colour_signature
-from birder_index.backbone.images import decode
+from birder_index.backbone.read import Item
+from birder_index.backbone.read import read_item
 from birder_index.backbone.thumbnail import THUMB_DIM
-from birder_index.backbone.thumbnail import thumbnail
-from birder_index.errors import ImageError
-
-
-@dataclass(frozen=True)
-class Item:
-    id: int
-    pixels: np.ndarray | None  # uint8 (3, H, W), None on failure
-    error: str | None
-    sha256: str | None
-    size: int | None
-    mtime_ns: int | None
-    width: int | None
-    height: int | None
-    colour: np.ndarray | None = None  # uint8 (SIGNATURE_DIM,), backbone/colour.py
-    thumb: np.ndarray | None = None  # uint8 (THUMB_DIM,), backbone/thumbnail.py
 
 
 @dataclass(frozen=True)
@@ -54,25 +34,6 @@ class DecodedBatch:
     def pin_memory(self) -> DecodedBatch:
         """Called by the DataLoader for CUDA: page-locked pixels copy to the GPU asynchronously."""
         return DecodedBatch(self.pixels.pin_memory(), self.ok, self.failed, self.colours, self.thumbs)
-
-
-def read_item(root: Path, image_id: int, rel: str, size: tuple[int, int], fast: bool) -> Item:
-    try:
-        with open(root / rel, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
-    except OSError as e:
-        return Item(image_id, None, (e.strerror or str(e)).lower(), None, None, None, None, None)
-    sha = hashlib.sha256(data).hexdigest()
-    if not data:
-        return Item(image_id, None, "empty file", sha, 0, st.st_mtime_ns, None, None)
-    try:
-        d = decode(data, size, fast=fast)
-    except ImageError as e:
-        return Item(image_id, None, str(e), sha, st.st_size, st.st_mtime_ns, None, None)
-    colour = colour_signature(d.pixels)  # here, in the worker: it overlaps the model like the decode
-    thumb = thumbnail(d.pixels)
-    return Item(image_id, d.pixels, None, sha, st.st_size, st.st_mtime_ns, d.width, d.height, colour, thumb)
 
 
 class PhotoDataset(Dataset[Item]):

@@ -241,7 +241,7 @@ def _check_embeddings(index: Index, r: VerifyReport, ids: np.ndarray, progress: 
     must be the stored ones (a store whose rows were swapped or overwritten with other valid numbers)."""
     import torch
 
-    from birder_index.indexer.decode import read_item
+    from birder_index.backbone.read import read_item
 
     root = index.root
     if root is None or index.model_row().arch == "imported":
