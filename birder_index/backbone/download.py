@@ -1,13 +1,18 @@
-"""Published weights are downloaded once into a cache, to a temporary name, verified, then renamed."""
+"""Published weights come from the Hugging Face hub through `huggingface_hub`, verified by sha256.
+
+Through the hub's own client a user gets its cache, shared with their other tools, `HF_HUB_OFFLINE=1`, mirrors
+(`HF_ENDPOINT`) for sites without internet access, tokens and resumable downloads. Weights that earlier versions of
+birder-index downloaded into `$BIRDER_INDEX_HOME/models/` are used where they are, without a download. Whatever the
+source, a file is used only once its sha256 matches the registry's; a file hashed once is not hashed again while its
+size and mtime stay the same (a record in `$BIRDER_INDEX_HOME/verified/`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 from birder_index.errors import DownloadError
@@ -15,6 +20,9 @@ from birder_index.errors import DownloadError
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+OFFLINE_HINT = (
+    "without network access, pass --weights FILE (a local .pt, .safetensors or .pt2), or set HF_ENDPOINT to a mirror"
+)
 
 
 def cache_dir() -> Path:
@@ -35,50 +43,56 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str, *, progress: bool = True) -> Path:
-    """Fetch `url` to `dest` unless a file with the right sha256 is already there.
+def fetch(repo_id: str, filename: str, sha256: str, *, progress: bool = True) -> Path:
+    """The local file of published weights: a verified earlier download in `$BIRDER_INDEX_HOME/models/`, else the
+    hub's cache or the hub itself (`hf_hub_download`), checked against `sha256`."""
+    legacy = cache_dir() / "models" / filename
+    if legacy.is_file() and verified(legacy, sha256):
+        return legacy
+    path = _hub_download(repo_id, filename, progress=progress)
+    if not verified(path, sha256):
+        raise DownloadError(
+            f"{filename} from the Hugging Face hub ({path}) does not have the expected sha256 {sha256[:12]}...: "
+            "delete it from the hub's cache (huggingface-cli delete-cache) and try again"
+        )
+    return path
 
-    The bytes go to `dest.<uuid>.partial` and are renamed only once the sha256 matches, so an interrupted or
-    corrupted download never sits under the final name.
-    """
-    if dest.exists():
-        if sha256_file(dest) == sha256:
-            return dest
-        raise DownloadError(f"{dest} exists but its sha256 is not {sha256}; delete it to download again")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:8]}.partial")
+
+def _hub_download(repo_id: str, filename: str, *, progress: bool) -> Path:
     try:
-        digest, received, expected = _fetch(url, partial, progress, dest.name)
-        if expected is not None and received != expected:
-            raise DownloadError(f"download of {url} was truncated: {received} of {expected} bytes")
-        if digest != sha256:
-            raise DownloadError(f"download of {url} has sha256 {digest}, expected {sha256}")
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
-    logger.info("downloaded %s (%d bytes)", dest, received)
-    return dest
-
-
-def _fetch(url: str, partial: Path, progress: bool, label: str) -> tuple[str, int, int | None]:
-    from tqdm import tqdm
-
-    request = urllib.request.Request(url, headers={"User-Agent": "birder-index"})
-    digest = hashlib.sha256()
-    received = 0
+        import huggingface_hub
+        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import enable_progress_bars
+    except ImportError:
+        raise DownloadError("downloads need huggingface_hub: pip install huggingface_hub") from None
+    (enable_progress_bars if progress else disable_progress_bars)()
     try:
-        with urllib.request.urlopen(request, timeout=60) as response, open(partial, "wb") as out:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length else None
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(f"cannot download {url}: {reason}") from None
-    return digest.hexdigest(), received, expected
+        return Path(huggingface_hub.hf_hub_download(repo_id, filename))
+    except Exception as e:  # the hub client raises many types: offline, not found, HTTP and network errors
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DownloadError(
+            f"cannot download {filename} from the Hugging Face hub ({reason}); {OFFLINE_HINT}"
+        ) from None
+
+
+def verified(path: Path, sha256: str) -> bool:
+    """Whether the file's sha256 is `sha256`: from the record of an earlier check while the file's size and mtime
+    are unchanged, else by hashing it (and recording the answer when it matches)."""
+    st = path.stat()
+    record = cache_dir() / "verified" / f"{sha256}.json"
+    mark = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        if json.loads(record.read_text()) == mark:
+            return True
+    except (OSError, ValueError):
+        pass
+    if sha256_file(path) != sha256:
+        return False
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(mark))
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache: the file is simply hashed again next time
+        pass
+    return True

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -13,8 +11,7 @@ from birder_index.backbone import registry
 from birder_index.backbone.checkpoint import Checkpoint
 from birder_index.backbone.checkpoint import read_checkpoint
 from birder_index.backbone.checkpoint import read_config_json
-from birder_index.backbone.download import cache_dir
-from birder_index.backbone.download import download
+from birder_index.backbone.download import fetch
 from birder_index.backbone.download import sha256_file
 from birder_index.backbone.encoder import Encoder
 from birder_index.backbone.hardware import resolve_device
@@ -72,30 +69,8 @@ def _resolve_file(
     if Path(model).suffix in (".pt", ".pt2", ".safetensors") and Path(model).is_file():
         return Path(model), None, Path(model).stem, sha256
     w = registry.pretrained(model)
-    dest = cache_dir() / "models" / w.filename
-    if not _verified(dest, w.sha256):
-        download(w.url, dest, w.sha256, progress=progress)
-        _mark_verified(dest, w.sha256)
-    return dest, registry.canonical_arch(w.arch), w.name, w.sha256
-
-
-def _verified(path: Path, sha256: str) -> bool:
-    """A cached download verified earlier and untouched since (same size and mtime) is not hashed again."""
-    marker = path.with_name(path.name + ".sha256")
-    try:
-        record = json.loads(marker.read_text())
-        st = path.stat()
-    except (OSError, ValueError):
-        return False
-    return bool(record == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-
-
-def _mark_verified(path: Path, sha256: str) -> None:
-    st = path.stat()
-    marker = path.with_name(path.name + ".sha256")
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
-    os.replace(tmp, marker)
+    path = fetch(w.repo_id, w.filename, w.sha256, progress=progress)
+    return path, registry.canonical_arch(w.arch), w.name, w.sha256
 
 
 def _preprocess(ckpt: Checkpoint, size: tuple[int, int]) -> Preprocess:

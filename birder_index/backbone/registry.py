@@ -34,6 +34,11 @@ class PretrainedWeights:
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[-1]
 
+    @property
+    def repo_id(self) -> str:
+        """The Hugging Face repository, e.g. birder-project/vit_l16_mim."""
+        return "/".join(self.url.split("/")[3:5])
+
 
 def register_architecture(name: str, cfg: ViTConfig, *, aliases: tuple[str, ...] = ()) -> None:
     if name in _ARCHITECTURES:

@@ -4,12 +4,12 @@ picture, and k-shot curves (1, 2, 5, 10 photos per class, several random draws) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
 
+from birder_index.errors import BirderIndexError
 from birder_index.fewshot.classifiers import KnnClassifier
 from birder_index.fewshot.classifiers import PrototypeClassifier
 from birder_index.fewshot.labels import labelled_set
@@ -21,7 +21,7 @@ from birder_index.indexer.index import Index
 SHOTS = (1, 2, 5, 10)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProbeEval:
     top1: float
     top5: float
@@ -29,6 +29,7 @@ class ProbeEval:
     confusion: np.ndarray  # (true, predicted) counts
     lam: float
     kshot: dict[str, dict[int, tuple[float, float]]]  # method -> shots -> (mean, std) accuracy over draws
+    figures: list[Path] = field(default_factory=list)  # written by evaluate_set(plot_dir=...)
 
 
 def sample_k_shot(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,30 +73,6 @@ def evaluate_probe(x: np.ndarray, y: np.ndarray, classes: list[str], *, folds: i
                      probe.lam, kshot_curves(x, y, classes, draws=draws))  # fmt: skip
 
 
-def confusion_png(confusion: np.ndarray, classes: list[str], path: Path) -> None:
-    """A heat map of row-normalised counts, true classes down, predicted across, counts written in the cells."""
-    n = len(classes)
-    cell = max(18, min(48, 900 // max(n, 1)))
-    margin = 8 + 7 * min(24, max((len(c) for c in classes), default=1))
-    img = Image.new("RGB", (margin + n * cell + 10, margin + n * cell + 10), "white")
-    draw = ImageDraw.Draw(img)
-    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    for i in range(n):
-        draw.text((4, margin + i * cell + cell // 3), classes[i][:24], fill="black")
-        for j in range(n):
-            shade = int(255 * (1 - rates[i, j]))
-            colour = (shade, shade, 255) if i == j else (255, shade, shade)
-            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1)
-            draw.rectangle(box, fill=colour, outline=(220, 220, 220))
-            if confusion[i, j] and cell >= 24:
-                draw.text((box[0] + 3, box[1] + cell // 3), str(confusion[i, j]), fill="black")
-    for j in range(n):
-        column = Image.new("RGB", (margin - 8, cell), "white")
-        ImageDraw.Draw(column).text((2, cell // 3), classes[j][:24], fill="black")
-        img.paste(column.rotate(90, expand=True), (margin + j * cell, 0))
-    img.save(path)
-
-
 def fit_set_probe(
     index: Index, set_name: str, *, balanced: bool = False, lam: float | None = None
 ) -> tuple[LinearProbe, float]:
@@ -108,10 +85,20 @@ def fit_set_probe(
     return probe, time.perf_counter() - t0
 
 
-def evaluate_set(index: Index, set_name: str, *, folds: int = 5, balanced: bool = False,
-                 png: Path | None = None) -> ProbeEval:  # fmt: skip
+def evaluate_set(
+    index: Index, set_name: str, *, folds: int = 5, balanced: bool = False, plot_dir: Path | None = None
+) -> ProbeEval:
+    """`evaluate_probe` on a label set of the index; with `plot_dir`, its figures as PNG and SVG there (plots.py)."""
     ls = labelled_set(index, set_name)
+    smallest = int(np.bincount(ls.y).min())
+    if folds > smallest:
+        raise BirderIndexError(
+            f"--folds {folds} needs at least {folds} photos in every class; the smallest class of {set_name!r} has "
+            f"{smallest} (use --folds {max(2, smallest)} or label more photos)"
+        )
     ev = evaluate_probe(ls.x, ls.y, ls.classes, folds=folds, balanced=balanced)
-    if png is not None:
-        confusion_png(ev.confusion, ls.classes, png)
+    if plot_dir is not None:
+        from birder_index.fewshot.plots import plot_evaluation
+
+        ev.figures = plot_evaluation(ev, ls.classes, plot_dir)
     return ev

@@ -16,7 +16,10 @@ from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
 from birder_index.fewshot.classifiers import fit_classes
 from birder_index.indexer.index import Index
+from birder_index.indexer.model import ModelSpec
 from birder_index.indexer.scan import IMAGE_EXTENSIONS
+from birder_index.progress import Progress
+from birder_index.progress import silent
 
 logger = logging.getLogger(__name__)
 
@@ -130,30 +133,34 @@ def remove_labels(index: Index, set_name: str, *, label: str | None = None) -> i
 
 
 def label_folder_or_csv(
-    source: Path, set_name: str, *, index_dir: Path | None = None, spec: object | None = None
+    source: Path,
+    set_name: str,
+    *,
+    index_dir: Path | None = None,
+    spec: ModelSpec | None = None,
+    progress: Progress = silent,
 ) -> tuple[LabelImport, Path]:
-    """Import labels, indexing on the way: a class-folder tree inside the indexed folder is indexed incrementally
-    first; with no index anywhere, the tree itself becomes the indexed folder. Returns (report, index folder)."""
+    """Import labels, indexing on the way: the index is `index_dir`, else the one whose photo folder holds `source`
+    (layout.find_index_dir); a class-folder tree inside that photo folder is indexed incrementally first; with no
+    index anywhere, the tree itself becomes the indexed folder. Returns (report, index folder)."""
     from birder_index.errors import IndexNotFound
     from birder_index.indexer import BuildOptions
-    from birder_index.indexer import ModelSpec
     from birder_index.indexer import build_index
     from birder_index.indexer import open_index
     from birder_index.indexer.layout import find_index_dir
 
-    model = spec if isinstance(spec, ModelSpec) else ModelSpec()
+    model = spec or ModelSpec()
     try:
-        directory = find_index_dir(explicit=index_dir, start=source if source.is_dir() else None)
+        directory = find_index_dir(explicit=index_dir, paths=[source])
     except IndexNotFound:
         if not source.is_dir() or index_dir is not None:
             raise
-        build_index(source, spec=model, options=BuildOptions())
-        directory = find_index_dir(explicit=None, start=source)
+        build_index(source, spec=model, options=BuildOptions(), progress=progress)
+        directory = find_index_dir(paths=[source])
     with open_index(directory) as index:
         root = index.root
     if source.is_dir() and root is not None and source.resolve().is_relative_to(root):
-        build_index(
-            root, index_dir=directory, spec=model, options=BuildOptions()
-        )  # incremental: only photos not yet indexed
+        # incremental: only photos not yet indexed
+        build_index(root, index_dir=directory, spec=model, options=BuildOptions(), progress=progress)
     with open_index(directory) as index:
         return import_labels(index, source, set_name), directory

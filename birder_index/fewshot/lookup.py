@@ -23,6 +23,8 @@ from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
 from birder_index.output import csv_text
 from birder_index.output import write_text
+from birder_index.progress import Progress
+from birder_index.progress import silent
 from birder_index.search.queries import expand_queries
 from birder_index.search.queries import query_vectors
 from birder_index.search.queries import stored_ids
@@ -106,7 +108,7 @@ def _head(index: Index, ls: LabelledSet) -> tuple[Classifier, np.ndarray]:
 
 def lookup(
     index: Index, queries: list[str], set_name: str, *, method: str = "knn", k: int = 5, neighbours: int = 10,
-    min_score: float | None = None, probe_file: Path | None = None, exact: bool = False,
+    min_score: float | None = None, probe_file: Path | None = None, exact: bool = False, progress: Progress = silent,
 ) -> list[Lookup]:  # fmt: skip
     """Top-k classes per query image, with supporting labelled photos; `unknown` below the open-set threshold."""
     ls = labelled_set(index, set_name)
@@ -114,7 +116,7 @@ def lookup(
     threshold = open_set_threshold(held_out) if min_score is None else min_score
     files = expand_queries(list(queries))
     stored = stored_ids(index, files)
-    xq = query_vectors(index, files, exact=exact, stored=stored)
+    xq = query_vectors(index, files, exact=exact, stored=stored, progress=progress)
     position = {int(i): n for n, i in enumerate(ls.ids)}
     own = np.array([-1 if i is None else position.get(i, -1) for i in stored], np.int64)
     return _lookups(index, files, xq, ls, clf, k, threshold, own)
