@@ -1,0 +1,94 @@
+"""benchmarks/gpu_check.py, the prepared GPU check (issue 26), run as CI can: `--device cpu --quick` on a few photos
+made here, with the CPU as the "device". What only a GPU can show (nvjpeg, pinned copies) must say so, not crash."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from PIL import Image
+
+from birder_index.backbone import registry
+from birder_index.backbone.vit import ViT
+from birder_index.backbone.vit_config import merge_config
+from tests.helpers import TINY
+from tests.helpers import make_photos
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def gpu_check(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports its neighbour synthetic.py, as scripts there do
+    return importlib.import_module("gpu_check")
+
+
+def test_quick_run_on_the_cpu_checks_every_section(gpu_check: ModuleType, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    make_photos(photos, n=8, corrupt=False)
+    out = tmp_path / "out" / "check.json"
+    argv = ["run", "--device", "cpu", "--quick", "--no-compile", "--photos", str(photos), "--out", str(out)]
+    assert gpu_check.main([*argv, "--workdir", str(tmp_path)]) == 0
+    data = json.loads(out.read_text())
+    assert data["mode"] == "quick" and data["passed"] is True
+    machine = data["machine"]
+    assert machine["device"] == "cpu" and machine["cpu_count"] >= 1 and machine["torch"] == torch.__version__
+    assert machine["date"].endswith("+00:00")
+    rows = {(r["section"].split()[0], r["name"]): r for r in data["rows"]}
+    sections = {r["section"].split()[0] for r in data["rows"]}
+    assert sections == {"0", "1", "2", "3", "4"}
+    for row in data["rows"]:  # every figure has its unit; words ("n/a", "Flat", "bfloat16") need none
+        assert not isinstance(row["value"], (int, float)) or row["unit"] or row["name"].startswith("recall"), row
+    correctness = [c for c in data["checks"] if c["kind"] == "correctness"]
+    assert len(correctness) == 5 and all(c["passed"] for c in correctness)  # 2 models x 2 precisions, the build
+    assert not [c for c in data["checks"] if c["kind"] == "target"]  # the targets are for full-size models
+    assert rows[("3", "build: embed per batch (copy + model), median")]["value"] > 0  # the pipeline's timings parsed
+    assert rows[("3", "GPU JPEG decode (torchvision.io.decode_jpeg, batches of 64)")]["value"] == "not available"
+    assert rows[("3", "host -> device")]["value"] == "n/a"
+    assert rows[("4", "index chosen")]["value"] == "Flat" and rows[("4", "recall@10, tuned")]["value"] == 1.0
+    assert not list(tmp_path.glob("gpu-check-*"))  # the temporary data is gone
+
+
+def test_a_quick_run_without_faiss_skips_that_section(
+    gpu_check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
+    photos = tmp_path / "photos"
+    make_photos(photos, n=3, corrupt=False)
+    out = tmp_path / "check.json"
+    argv = ["run", "--device", "cpu", "--quick", "--only", "faiss", "--photos", str(photos), "--out", str(out)]
+    assert gpu_check.main(argv) == 0
+    faiss_rows = [r for r in json.loads(out.read_text())["rows"] if r["section"] == "4 FAISS"]
+    assert len(faiss_rows) == 1 and faiss_rows[0]["value"] == "skipped"
+    assert faiss_rows[0]["note"].startswith("faiss cannot be imported: ModuleNotFoundError")
+
+
+@pytest.mark.parametrize("arch,size", [("vit_l16", 32), ("vit_reg4_m16_rms_avg", 48)])
+def test_analytic_flops_equal_torchs_count(gpu_check: ModuleType, arch: str, size: int) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = merge_config(registry.architecture_config(arch), TINY)
+    net = ViT(cfg, (size, size)).eval()
+    net.set_explicit_attention(True)  # matmuls FlopCounterMode sees (it does not count SDPA on a CPU)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        net.embedding(torch.zeros(1, 3, size, size))
+    assert gpu_check.vit_flops(cfg, (size, size)) == counter.get_total_flops()
+
+
+def test_prepare_reencodes_the_photos_small(gpu_check: ModuleType, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGBA", (3000, 1500), (255, 0, 0, 0)).save(photos / "wide.png")  # transparent: flattened, as decode
+    Image.new("RGB", (800, 1200), (0, 0, 255)).save(photos / "tall.jpg")
+    bundle = tmp_path / "bundle"
+    assert gpu_check.main(["prepare", "--photos", str(photos), "--out", str(bundle), "--no-wheels"]) == 0
+    sizes = {p.name: Image.open(p).size for p in (bundle / "photos").iterdir()}
+    assert sizes == {"wide.jpg": (1024, 512), "tall.jpg": (683, 1024)}
+    assert json.loads((bundle / "manifest.json").read_text())["photos"] == ["tall.jpg", "wide.jpg"]
