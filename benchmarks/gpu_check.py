@@ -23,23 +23,26 @@ Sections run in the order 1, 2 (eager), 3, 4, 2 (compiled), each skipped with a 
 spent; the JSON is rewritten after every section, so a run killed by `timeout` still leaves what it measured.
 Random weights: speed does not depend on them; real pretrained weights can sit closer to bf16's limits.
 
-Prepare here (downloads the wheels; writes an ignored folder of about 40 MiB):
+Prepare here (downloads the wheels; writes an ignored folder, 34 MiB with the 54 photos and 5 wheels):
 
     python benchmarks/gpu_check.py prepare --photos /work/data/photos --out .gpu-bundle
 
 On the GPU machine (run tool, carry [".gpu-bundle"]), first a short run (timeout_s 300):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/whl/*.whl \
+    (python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/whl/*.whl \
+      || for w in .gpu-bundle/whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done) \
       && export PYTHONPATH=/tmp/site:$PWD \
       && python3 benchmarks/gpu_check.py run --quick --out $OUT/gpu_check_quick.json
 
 then the full run, under 8 minutes (timeout_s 480):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/whl/*.whl \
+    (python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-bundle/whl/*.whl \
+      || for w in .gpu-bundle/whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done) \
       && export PYTHONPATH=/tmp/site:$PWD \
       && timeout 450 python3 benchmarks/gpu_check.py run --budget 400 --out $OUT/gpu_check.json
 
-Without pip there, `for w in .gpu-bundle/whl/*.whl; do python3 -m zipfile -e $w /tmp/site; done` installs the same.
+(Unzipping a wheel installs it as pip would, for the case where that Python has no pip.) A section that failed or
+was skipped can be run again alone: `run --only compile --budget 120 --out $OUT/gpu_check_compile.json`.
 Here, on a CPU: `python benchmarks/gpu_check.py run --device cpu --quick --photos DIR` (tiny models, small data).
 """
 
@@ -292,7 +295,19 @@ def machine_info(device: torch.device, plan_name: str) -> dict[str, Any]:
             gpu_count=torch.cuda.device_count(),
         )
     info["packages"] = package_versions()
+    info["nvidia_smi"] = nvidia_smi() if device.type == "cuda" else None
     return info
+
+
+def nvidia_smi() -> str | None:
+    """Driver, clocks and power limit as nvidia-smi reports them (None without it)."""
+    query = "name,driver_version,clocks.max.sm,clocks.max.mem,power.limit,memory.total"
+    try:
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return f"{query}: {done.stdout.strip()}" if done.returncode == 0 else None
 
 
 def package_versions() -> dict[str, str]:
@@ -546,11 +561,11 @@ def check_throughput(res: Results, model: Model, device: torch.device, plan: Pla
     enc = model.load(device, "bf16")
     curve, why = batch_curve(enc, model, device, plan, res)
     if not curve:
-        res.add(section, "eager bf16, model only: images/s", "failed", "", why)
+        res.add(section, "eager bf16, model only", "failed", "", why)
         return 0, 0.0
     batch, rate = max(curve, key=lambda c: c[1])
     steps = ", ".join(f"{b}: {r:,.0f}" for b, r in curve)
-    res.add(section, "eager bf16, model only: images/s", rate, "images/s",
+    res.add(section, "eager bf16, model only", rate, "images/s",
             f"best batch {batch}; images/s by batch {steps}; stopped: {why}")  # fmt: skip
     res.add(section, "eager bf16: fraction of the bf16 peak", rate * flops / peak, "fraction",
             f"{rate * flops / 1e12:.1f} TFLOP/s of {peak / 1e12:.1f} measured")  # fmt: skip
@@ -597,12 +612,12 @@ def check_compiled(
         seconds = enc.compile(batch)
     if seconds is None:
         why = "; ".join(r.getMessage() for r in warnings) or "no reason logged"
-        res.add(section, "compiled bf16, model only: images/s", "failed", "", why)
+        res.add(section, "compiled bf16, model only", "failed", "", why)
         return
     rate = images_per_second(enc, random_batch(batch, model.size, device), plan.min_seconds)
     flops = vit_flops(model.cfg, (model.size, model.size))
-    res.add(section, "torch.compile time (Encoder.compile)", seconds, "s", f"batch {batch}, inductor with freezing")
-    res.add(section, "compiled bf16, model only: images/s", rate, "images/s",
+    res.add(section, "compile time (Encoder.compile)", seconds, "s", f"batch {batch}, inductor with freezing")
+    res.add(section, "compiled bf16, model only", rate, "images/s",
             f"batch {batch} (the eager best: each batch size compiles anew); {rate / eager:.2f}x eager")  # fmt: skip
     res.add(section, "compiled bf16: fraction of the bf16 peak", rate * flops / peak, "fraction",
             f"{rate * flops / 1e12:.1f} TFLOP/s")  # fmt: skip
@@ -732,18 +747,18 @@ def check_stages(res: Results, model: Model, device: torch.device, plan: Plan, c
     sample = corpus.names[: min(plan.decode_sample, corpus.distinct)]
     rate, out = pool_rate(_decode_one, [(str(corpus.folder), n, size) for n in sample], decoders)
     core_ms = 1000 * float(np.mean([s for s, _ in out]))
-    res.add(section, f"decode alone ({decoders} processes): images/s", rate, "images/s",
+    res.add(section, f"decode alone, {decoders} processes", rate, "images/s",
             f"read_item (read, sha256, DCT-domain decode, resize, signatures) over {len(sample)} files; "
             f"{core_ms:.1f} core-ms per image")  # fmt: skip
     hashed, _ = pool_rate(_hash_one, [str(corpus.folder / n) for n in sample], decoders)
-    res.add(section, f"read + sha256 alone ({decoders} processes): images/s", hashed, "images/s",
+    res.add(section, f"read + sha256 alone, {decoders} processes", hashed, "images/s",
             "the CPU work left per file if decoding moved to the GPU (signatures aside)")  # fmt: skip
     stages = {"decode": rate, "hash": hashed}
     batch = default_batch_size(device)
     if device.type == "cuda":
         for pinned in (True, False):
             copied = transfer_rate(device, batch, model.size, pinned)
-            res.add(section, f"host -> device, {'pinned' if pinned else 'pageable'} uint8: images/s", copied,
+            res.add(section, f"host -> device copy, {'pinned' if pinned else 'pageable'}", copied,
                     "images/s", f"{copied * 3 * model.size**2 / 1e9:.1f} GB/s, batches of {batch}")  # fmt: skip
     else:
         res.add(section, "host -> device", "n/a", "", "the device is the CPU")
@@ -764,11 +779,11 @@ def model_rates(res: Results, enc: Encoder, device: torch.device, batch: int, pl
     from_host = images_per_second(enc, host, plan.min_seconds)
     mask = torch.ones(batch, dtype=torch.bool)
     masked = rate_of(lambda: enc.embed(host[mask]), batch, plan.min_seconds)
-    res.add(section, f"model alone at the build's batch ({batch}), input on the device: images/s", on_device,
+    res.add(section, f"model alone, batch {batch}, input on the device", on_device,
             "images/s", f"precision auto: {enc.setting()['dtype']}")  # fmt: skip
-    res.add(section, "model with its input copied from pinned host memory: images/s", from_host, "images/s",
+    res.add(section, "model, input copied from pinned memory", from_host, "images/s",
             "embed(pinned batch): copy, normalise, model, embeddings back")  # fmt: skip
-    res.add(section, "model with its input masked first, as the pipeline does: images/s", masked, "images/s",
+    res.add(section, "model, input masked first (as the pipeline)", masked, "images/s",
             "embed(batch.pixels[mask]) with every photo selected")  # fmt: skip
     return {"model": on_device, "model_from_host": from_host, "model_masked": masked}
 
@@ -819,7 +834,7 @@ def check_build(res: Results, model: Model, device: torch.device, plan: Plan, fi
         report = build_index(corpus.folder, index_dir=work / "index", spec=spec, options=BuildOptions())
     with open_index(work / "index") as index:
         setting = describe(index)["last_embedding"]
-    res.add(section, f"build {model.label}: images/s (the build's own figure)", report.images_per_second,
+    res.add(section, f"build {model.label}, its own figure", report.images_per_second,
             "images/s", f"{report.indexed:,} indexed, {report.failed} failed, from the first batch on; "
             f"embedding setting {setting}")  # fmt: skip
     res.add(section, "build: total seconds", report.seconds, "s",
@@ -846,8 +861,8 @@ def explain_build(
     main = stages["main"] = batch / (embed + write)
     res.add(section, "build: embed per batch (copy + model), median", embed, "s",
             f"{batch / embed:,.0f} images/s; {len(times)} batches")  # fmt: skip
-    res.add(section, "build: write per batch (store, signatures, database), median", write, "s",
-            f"{batch / write:,.0f} images/s")  # fmt: skip
+    res.add(section, "build: write per batch, median", write, "s",
+            f"{batch / write:,.0f} images/s: store, signatures, database")  # fmt: skip
     res.add(section, "build: main thread (embed + write) alone", main, "images/s", "the bound if decoding were free")
     steady = steady_rate(times, int(stages["decoders"]))
     res.add(section, "build: steady state, after the first wave of batches", steady, "images/s",
@@ -855,16 +870,12 @@ def explain_build(
     rate = steady or overall
     decode = stages["decode"]
     if device.type == "cpu":
-        bound, expected = "decoding and the main thread, in turns", 1 / (1 / decode + 1 / main)
+        bound, expected, how = "both", 1 / (1 / decode + 1 / main), "in turns on a CPU"
     else:
-        bound, expected = ("decoding", decode) if decode < main else ("the main thread (embed + write)", main)
-    res.add(
-        section,
-        "build: bound by",
-        bound,
-        "",
-        f"decode alone {decode:,.0f} images/s, main thread {main:,.0f}, model alone {stages['model']:,.0f}",
-    )
+        bound, expected = ("decoding", decode) if decode < main else ("main thread", main)
+        how = "beside each other on a GPU"
+    res.add(section, "build: bound by", bound, "", f"decode alone {decode:,.0f} images/s, main thread (embed + "
+            f"write) {main:,.0f}, {how}; model alone {stages['model']:,.0f}")  # fmt: skip
     res.add(section, "build: expected from the stages alone", expected, "images/s",
             f"the build reached {rate / expected:.2f} of it")  # fmt: skip
     fraction = rate / stages["model"]
@@ -879,7 +890,7 @@ def check_gpu_decode(
 ) -> None:
     """Batched GPU JPEG decoding, for comparison with the build's CPU decoders (not in the product)."""
     section = "3 build stages"
-    name = "GPU JPEG decode (torchvision.io.decode_jpeg, batches of 64)"
+    name = "GPU JPEG decode (torchvision, batches of 64)"
     if device.type != "cuda":
         res.add(section, name, "not available", "", f"no CUDA device ({device})")
         return
@@ -910,15 +921,16 @@ def check_gpu_decode(
     except Exception as e:
         res.add(section, name, "failed", "", first_line(e))
         return
-    res.add(section, f"{name}: images/s", decoded, "images/s", f"{len(data)} distinct files, full size, bytes "
+    res.add(section, name, decoded, "images/s", f"{len(data)} distinct files, full size, bytes "
             f"already in memory; {decoded * corpus.megapixels:,.0f} MP/s")  # fmt: skip
-    res.add(section, "GPU JPEG decode + resize to the model's input: images/s", resized, "images/s",
+    res.add(section, "GPU JPEG decode + resize to the input size", resized, "images/s",
             "per-image antialiased bicubic on the GPU")  # fmt: skip
     if "main" in stages:
         left = {"GPU decode + resize": resized, "read + sha256": stages["hash"], "main thread": stages["main"]}
         name, rate = min(left.items(), key=lambda kv: kv[1])
-        res.add("3 build", "bound if the GPU decoded (estimate: the slowest of the figures)", rate, "images/s",
-                f"{name}; of {', '.join(f'{k} {v:,.0f}' for k, v in left.items())}; signatures aside")  # fmt: skip
+        figures = ", ".join(f"{k} {v:,.0f}" for k, v in left.items())
+        note = f"the slowest: {name}, of {figures}; signatures aside"
+        res.add("3 build", "bound if the GPU decoded (estimate)", rate, "images/s", note)
 
 
 # -- 4. FAISS --------------------------------------------------------------------------------------------------------
@@ -982,7 +994,7 @@ def check_faiss(res: Results, plan: Plan, work: Path) -> None:
     res.add(section, "index chosen", ann_report.factory, "", f"params {info['params']}")
     res.add(section, "train", ann_report.train_seconds, "s")
     res.add(section, "add", ann_report.add_seconds, "s")
-    res.add(section, "tune (exact neighbours of 1,000 queries, then nprobe x k_factor)", ann_report.tune_seconds, "s")
+    res.add(section, "tune", ann_report.tune_seconds, "s", "exact neighbours of 1,000 queries, nprobe x k_factor")
     res.add(section, "recall@10, tuned", ann_report.recall, "", "held-out collection queries, against exact search")
     res.add(section, "search, tuned: queries/s", ann_report.qps, "queries/s", "one batch of 1,000, with re-ranking")
     res.add(section, "index size", info["bytes_per_vector"], "bytes/vector", "the FAISS file")

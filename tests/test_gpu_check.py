@@ -47,7 +47,7 @@ def test_quick_run_on_the_cpu_checks_every_section(gpu_check: ModuleType, tmp_pa
     assert len(correctness) == 5 and all(c["passed"] for c in correctness)  # 2 models x 2 precisions, the build
     assert not [c for c in data["checks"] if c["kind"] == "target"]  # the targets are for full-size models
     assert rows[("3", "build: embed per batch (copy + model), median")]["value"] > 0  # the pipeline's timings parsed
-    assert rows[("3", "GPU JPEG decode (torchvision.io.decode_jpeg, batches of 64)")]["value"] == "not available"
+    assert rows[("3", "GPU JPEG decode (torchvision, batches of 64)")]["value"] == "not available"
     assert rows[("3", "host -> device")]["value"] == "n/a"
     assert rows[("4", "index chosen")]["value"] == "Flat" and rows[("4", "recall@10, tuned")]["value"] == 1.0
     assert not list(tmp_path.glob("gpu-check-*"))  # the temporary data is gone
