@@ -1049,24 +1049,36 @@ def run_sections(
 ) -> None:
     if "correctness" in only:
         for model in models:
-            check_correctness(res, model, device, files)
-            res.save()
+            guarded(res, device, f"1 correctness {model.label}", check_correctness, res, model, device, files)
     best: dict[str, tuple[int, float]] = {}
     if "throughput" in only or "compile" in only:
         for model in models:
-            best[model.arch] = check_throughput(res, model, device, plan, peak)
-            res.save()
+            section = f"2 throughput {model.label}"
+            best[model.arch] = guarded(res, device, section, check_throughput, res, model, device, plan, peak) or (0, 0)
     if "build" in only and skip_unless(res, "3 build", plan.build_min_seconds):
-        check_build(res, models[0], device, plan, files, work)
-        res.save()
+        guarded(res, device, "3 build", check_build, res, models[0], device, plan, files, work)
     if "faiss" in only and skip_unless(res, "4 FAISS", plan.faiss_min_seconds):
-        check_faiss(res, plan, work)
-        res.save()
+        guarded(res, device, "4 FAISS", check_faiss, res, plan, work)
     if "compile" in only:
         for model in models:
-            if skip_unless(res, f"2 throughput {model.label}", plan.compile_min_seconds, "compiled"):
-                check_compiled(res, model, device, plan, peak, best[model.arch])
-                res.save()
+            section = f"2 throughput {model.label}"
+            if skip_unless(res, section, plan.compile_min_seconds, "compiled"):
+                guarded(res, device, section, check_compiled, res, model, device, plan, peak, best[model.arch])
+
+
+def guarded(res: Results, device: torch.device, section: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one section; an exception becomes a failed check and a line in the table, and the run goes on to the
+    next section (on a GPU lent for minutes, one crash must not cost the rest). The JSON is saved either way."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        log.exception("%s failed", section)
+        res.add(section, "section", "crashed", "", first_line(e))
+        res.check(f"{section} ran", False, "correctness", first_line(e))
+        free(device)
+        return None
+    finally:
+        res.save()
 
 
 def skip_unless(res: Results, section: str, needed: float, what: str = "section") -> bool:

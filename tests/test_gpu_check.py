@@ -92,3 +92,24 @@ def test_prepare_reencodes_the_photos_small(gpu_check: ModuleType, tmp_path: Pat
     sizes = {p.name: Image.open(p).size for p in (bundle / "photos").iterdir()}
     assert sizes == {"wide.jpg": (1024, 512), "tall.jpg": (683, 1024)}
     assert json.loads((bundle / "manifest.json").read_text())["photos"] == ["tall.jpg", "wide.jpg"]
+
+
+def test_a_section_that_crashes_fails_the_run_and_the_next_sections_still_run(
+    gpu_check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+
+    monkeypatch.setattr(gpu_check, "check_correctness", broken)
+    photos = tmp_path / "photos"
+    make_photos(photos, n=3, corrupt=False)
+    out = tmp_path / "check.json"
+    argv = ["run", "--device", "cpu", "--quick", "--only", "correctness,throughput", "--photos", str(photos)]
+    assert gpu_check.main([*argv, "--out", str(out)]) == 1
+    data = json.loads(out.read_text())
+    crashed = [r for r in data["rows"] if r["value"] == "crashed"]
+    assert (
+        len(crashed) == 2 and crashed[0]["note"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    )
+    assert not data["passed"] and [c["passed"] for c in data["checks"]] == [False, False]
+    assert any(r["name"] == "eager bf16, model only" and r["value"] > 0 for r in data["rows"])  # throughput ran
