@@ -325,6 +325,23 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def guard_heif() -> str:
+    """pillow-heif travels as a wheel built for Pillow >= 11.1. The product registers it on its first decode and
+    tolerates only its absence (ImportError); should it fail to import otherwise beside that machine's Pillow,
+    every decode would raise, so registration is skipped for this run (no HEIC photo is used here)."""
+    try:
+        import pillow_heif  # noqa: F401
+
+        return "pillow-heif imports"
+    except ImportError as e:
+        return f"pillow-heif missing ({first_line(e)}): the product decodes without HEIC support"
+    except Exception as e:
+        from birder_index.backbone import images
+
+        images._heif_registered = True
+        return f"pillow-heif broken ({first_line(e)}): not registered for this run"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -844,6 +861,7 @@ def check_build(res: Results, model: Model, device: torch.device, plan: Plan, fi
     explain_build(res, batch_times(records), stages, report.images_per_second, device, plan.quick)
     check_gpu_decode(res, device, plan, corpus, model.size, stages)
     shutil.rmtree(corpus.folder, ignore_errors=True)
+    free(device)
 
 
 def explain_build(
@@ -1021,6 +1039,7 @@ def run(args: argparse.Namespace) -> int:
     res = Results(args.out, "quick" if args.quick else "full", machine_info(device, "quick" if args.quick else "full"),
                   time.monotonic() + plan.budget)  # fmt: skip
     res.machine["photos"] = f"{len(files)} from {photos}"
+    res.machine["heic"] = guard_heif()
     res.add("0 machine", "device", torch.cuda.get_device_name(device) if device.type == "cuda" else res.machine["cpu"],
             "", f"{usable_cores()} usable cores, torch {torch.__version__}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=args.workdir) as tmp:

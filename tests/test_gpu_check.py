@@ -113,3 +113,26 @@ def test_a_section_that_crashes_fails_the_run_and_the_next_sections_still_run(
     )
     assert not data["passed"] and [c["passed"] for c in data["checks"]] == [False, False]
     assert any(r["name"] == "eager bf16, model only" and r["value"] > 0 for r in data["rows"])  # throughput ran
+
+
+def test_a_pillow_heif_that_breaks_on_import_is_left_unregistered(
+    gpu_check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The travelling wheel beside an older Pillow: an import error other than ImportError would reach every
+    decode through the product's registration, so the check skips registering it."""
+    import importlib.abc
+    import sys
+
+    from birder_index.backbone import images
+
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "pillow_heif":
+                raise AttributeError("module 'PIL.Image' has no attribute 'register_decoder'")
+
+    monkeypatch.delitem(sys.modules, "pillow_heif", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    monkeypatch.setattr(images, "_heif_registered", False)
+    assert gpu_check.guard_heif().startswith("pillow-heif broken (AttributeError: module 'PIL.Image'")
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "a.jpg")
+    assert images.decode(tmp_path / "a.jpg", (16, 16)).pixels.shape == (3, 16, 16)
