@@ -1040,8 +1040,7 @@ def run(args: argparse.Namespace) -> int:
                   time.monotonic() + plan.budget)  # fmt: skip
     res.machine["photos"] = f"{len(files)} from {photos}"
     res.machine["heic"] = guard_heif()
-    res.add("0 machine", "device", torch.cuda.get_device_name(device) if device.type == "cuda" else res.machine["cpu"],
-            "", f"{usable_cores()} usable cores, torch {torch.__version__}")  # fmt: skip
+    describe_machine(res, device)
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=args.workdir) as tmp:
         work = Path(tmp)
         os.environ.setdefault("BIRDER_INDEX_HOME", str(work / "home"))  # no user cache read or written
@@ -1054,6 +1053,18 @@ def run(args: argparse.Namespace) -> int:
     print(table(res))
     res.save()
     return 0 if res.passed else 1
+
+
+def describe_machine(res: Results, device: torch.device) -> None:
+    """The machine in the table's first rows (all of it is in the JSON): the device, and what imports."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else res.machine["cpu"]
+    smi = res.machine.get("nvidia_smi")
+    note = f"{usable_cores()} usable cores, torch {torch.__version__}" + (f"; nvidia-smi {smi}" if smi else "")
+    res.add("0 machine", "device", name, "", note)
+    packages = res.machine["packages"]
+    broken = sorted(k for k, v in packages.items() if v.startswith("not importable"))
+    res.add("0 machine", "packages", f"{len(broken)} not importable" if broken else "all import", "",
+            "; ".join(f"{k} {v}" for k, v in packages.items()))  # fmt: skip
 
 
 def run_sections(
