@@ -61,12 +61,14 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,9 +100,12 @@ from birder_index.backbone.vit_config import merge_config
 log = logging.getLogger("gpu_check")
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-# Installed beside the working tree on the GPU machine, which lacks them; packaging because faiss's loader imports
-# it (typing-extensions, which sqlalchemy needs, comes with torch; greenlet is optional since sqlalchemy 2.1).
-WHEELS = ("faiss-cpu", "sqlalchemy", "pillow-heif", "platformdirs", "packaging")
+# What the GPU machine has of pyproject.toml's dependencies (issue 26); the others travel as wheels, and packaging,
+# which faiss's loader imports (typing-extensions, which sqlalchemy needs, comes with torch; greenlet is optional
+# since sqlalchemy 2.1).
+ON_GPU_MACHINE = {"torch", "numpy", "pillow", "click", "tqdm", "safetensors", "pyarrow"}
+ALSO_NEEDED = ("packaging",)
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 BUNDLE_WARN_MIB = 50
 FLOAT32_MIN_COSINE = 0.9999
@@ -1144,10 +1149,18 @@ def prepare(photos: Path, out: Path, wheels: bool, longest: int = 1024) -> None:
         print(f"warning: over {BUNDLE_WARN_MIB} MiB; the working tree and the bundle travel within 64 MiB")
 
 
+def travelling_wheels(pyproject: Path = PYPROJECT) -> list[str]:
+    """The distributions the GPU machine lacks: pyproject.toml's dependencies but those it has, and ALSO_NEEDED."""
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    names = [re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0] for dep in deps]
+    return [n for n in names if n.lower().replace("_", "-") not in ON_GPU_MACHINE] + list(ALSO_NEEDED)
+
+
 def download_wheels(folder: Path) -> list[str]:
-    """Python 3.12 manylinux x86_64 wheels of WHEELS, at the versions installed here (the ones tested)."""
+    """Python 3.12 manylinux x86_64 wheels of what the GPU machine lacks, at the versions installed here (the ones
+    tested)."""
     folder.mkdir(parents=True)
-    for name in WHEELS:
+    for name in travelling_wheels():
         version = importlib.metadata.version(name)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
                "3.12", "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), "-q", "-d", str(folder),

@@ -136,3 +136,14 @@ def test_a_pillow_heif_that_breaks_on_import_is_left_unregistered(
     assert gpu_check.guard_heif().startswith("pillow-heif broken (AttributeError: module 'PIL.Image'")
     Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "a.jpg")
     assert images.decode(tmp_path / "a.jpg", (16, 16)).pixels.shape == (3, 16, 16)
+
+
+def test_the_wheels_that_travel_are_the_dependencies_the_gpu_machine_lacks(
+    gpu_check: ModuleType, tmp_path: Path
+) -> None:
+    assert gpu_check.travelling_wheels() == ["faiss-cpu", "sqlalchemy", "pillow-heif", "platformdirs", "packaging"]
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\ndependencies = ["torch>=2.4", "lazy_loader>=0.4", "Pillow >= 10", "x[y]; os_name"]\n'
+    )
+    assert gpu_check.travelling_wheels(pyproject) == ["lazy_loader", "x", "packaging"]
