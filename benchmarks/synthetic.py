@@ -53,6 +53,16 @@ def stats(x: np.ndarray, n_queries: int = 2000, k: int = 20, seed: int = 0) -> S
 
 
 @dataclass(frozen=True)
+class Shape:
+    """A generated collection's shared draws (`Generator.shape`)."""
+
+    basis: np.ndarray  # (rank, d)
+    direction: np.ndarray  # (d,) the common mean direction
+    centres: np.ndarray  # (clusters, rank)
+    local: np.ndarray  # (clusters, local_rank, d): each cluster's own directions of variation
+
+
+@dataclass(frozen=True)
 class Generator:
     mean: float = 1.0  # weight of the shared mean direction (sets the average similarity)
     spread: float = 0.3  # within-cluster spread relative to the spread of cluster centres
@@ -65,22 +75,33 @@ class Generator:
     def sample(self, n: int, d: int, seed: int = 0, chunk: int = 16_384) -> np.ndarray:
         """float32 (n, d), L2-normalised, generated in chunks (1M x 1024 takes about 4 GB)."""
         rng = np.random.default_rng(seed)
+        shape = self.shape(n, d, rng)
+        out = np.empty((n, d), np.float32)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            out[start : start + m] = self.draw(shape, m, rng)
+        return out
+
+    def shape(self, n: int, d: int, rng: np.random.Generator) -> Shape:
+        """What every vector of a collection of n shares: the latent basis, the mean direction, the clusters."""
         spectrum = (np.arange(1, self.rank + 1) ** -self.decay).astype(np.float32)
         basis = rng.standard_normal((self.rank, d)).astype(np.float32) / np.sqrt(self.rank)
         direction = normalize(rng.standard_normal((1, d)).astype(np.float32))[0]
         k = max(1, n // self.per_cluster)
         centres = rng.standard_normal((k, self.rank)).astype(np.float32) * spectrum
         local = rng.standard_normal((k, self.local_rank, d)).astype(np.float32) / np.sqrt(d)
-        out = np.empty((n, d), np.float32)
-        for start in range(0, n, chunk):
-            m = min(chunk, n - start)
-            cluster = rng.integers(0, k, m)
-            coords = rng.standard_normal((m, self.local_rank)).astype(np.float32)
-            x = centres[cluster] @ basis + self.mean * direction
-            x += self.spread * np.einsum("ml,mld->md", coords, local[cluster])
-            x += self.noise * rng.standard_normal((m, d)).astype(np.float32) / np.sqrt(d)
-            out[start : start + m] = normalize(x)
-        return out
+        return Shape(basis, direction, centres, local)
+
+    def draw(self, shape: Shape, m: int, rng: np.random.Generator) -> np.ndarray:
+        """m vectors of the collection `shape` describes: float32 (m, d), L2-normalised. Chunks drawn with
+        independent generators can be made in parallel (benchmarks/gpu_check.py)."""
+        d = shape.basis.shape[1]
+        cluster = rng.integers(0, len(shape.centres), m)
+        coords = rng.standard_normal((m, self.local_rank)).astype(np.float32)
+        x = shape.centres[cluster] @ shape.basis + self.mean * shape.direction
+        x += self.spread * np.einsum("ml,mld->md", coords, shape.local[cluster])
+        x += self.noise * rng.standard_normal((m, d)).astype(np.float32) / np.sqrt(d)
+        return normalize(x)
 
 
 def calibrate(target: Stats, n: int, d: int, per_cluster: int) -> tuple[Generator, Stats]:

@@ -21,6 +21,10 @@ def resolve_device(device: str | None) -> torch.device:
         raise BirderIndexError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BirderIndexError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()  # else the model's .to(dev) fails later, with a traceback
+        which = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
+        raise BirderIndexError(f"--device {device}: this machine has {n} CUDA device{'s' * (n != 1)} ({which})")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise BirderIndexError(f"--device {device}: MPS is not available on this machine")
     return dev

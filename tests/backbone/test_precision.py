@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from birder_index.backbone import encoder as encoder_module
+from birder_index.backbone import hardware
 from birder_index.backbone import load_backbone
 from birder_index.backbone import vit as vit_module
 from birder_index.backbone.encoder import BF16_MIN_COSINE
@@ -163,3 +164,58 @@ def test_explicit_attention_out_of_tolerance_falls_back_to_sdpa_and_recompiles(
     assert "running float32" not in caplog.text
     assert not enc.explicit_attention and enc.dtype is torch.bfloat16
     assert _cos(got, exact).min() >= 0.999  # the graph was compiled again, with SDPA
+
+
+def test_out_of_tolerance_steps_down_explicit_attention_then_bf16_compiling_again_after_each(
+    vit64: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    graphs: list[object] = []
+
+    def fake_compile(fn: object, **kw: object) -> object:  # no inductor: what matters is when a graph is made
+        graphs.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(encoder_module, "BF16_MIN_COSINE", 1.01)  # no embedding can pass: every step is taken
+    x = _pixels(5)
+    exact = load_backbone(weights=vit64, precision="float32").embed(x)
+    enc = load_backbone(weights=vit64, precision="bf16")
+    assert enc.compile(batch=4) is not None and enc.explicit_attention  # a CPU, bf16, compiled
+    with caplog.at_level(logging.WARNING):
+        got = enc.embed(x)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "explicit attention in bf16 moved" in messages[0] and "back to SDPA attention" in messages[0]
+    assert "bf16 autocast moved" in messages[1] and "running float32" in messages[1]
+    assert len(graphs) == 3  # compiled once, then again after each step down
+    assert not enc.explicit_attention and enc.dtype is None and enc.setting()["compiled"]
+    assert torch.allclose(got, exact, atol=1e-5)  # the batch embedded again, in the last setting
+
+
+def test_the_check_runs_float32_on_the_first_photos_only(vit64: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a GPU batch is 256 photos: the check costs a float32 pass over CHECK_IMAGES of them, once
+    monkeypatch.setattr(encoder_module, "CHECK_IMAGES", 3)
+    enc = load_backbone(weights=vit64, precision="bf16")
+    calls: list[tuple[int, bool]] = []
+    embed_fn = enc._embed_fn
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        calls.append((x.shape[0], torch.is_autocast_enabled("cpu")))
+        return embed_fn(x)
+
+    enc._embed_fn = spy
+    enc.embed(_pixels(8))
+    enc.embed(_pixels(2))
+    assert calls == [(8, True), (3, False), (2, True)]
+    assert enc.check_seconds > 0 and enc.checked_cosine is not None and enc.checked_cosine >= BF16_MIN_COSINE
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_checks_bf16_where_the_hardware_runs_it(
+    vit64: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(hardware, "fast_bf16", lambda device: native)
+    enc = load_backbone(weights=vit64, precision="auto")
+    assert enc.dtype is (torch.bfloat16 if native else None)
+    enc.embed(_pixels(2))
+    assert (enc.checked_cosine is not None) is native  # float32 has nothing to check
