@@ -103,7 +103,8 @@ PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 # What the GPU machine has of pyproject.toml's dependencies (issue 26); the others travel as wheels, and packaging,
 # which faiss's loader imports (typing-extensions, which sqlalchemy needs, comes with torch; greenlet is optional
 # since sqlalchemy 2.1).
-ON_GPU_MACHINE = {"torch", "numpy", "pillow", "click", "tqdm", "safetensors", "pyarrow"}
+ON_GPU_MACHINE = {"torch", "numpy", "pillow", "click", "tqdm", "safetensors", "pyarrow", "huggingface-hub"}
+EXTRAS = ("cpu",)  # the extras the check needs: the CPU build of FAISS
 ALSO_NEEDED = ("packaging",)
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -1150,8 +1151,10 @@ def prepare(photos: Path, out: Path, wheels: bool, longest: int = 1024) -> None:
 
 
 def travelling_wheels(pyproject: Path = PYPROJECT) -> list[str]:
-    """The distributions the GPU machine lacks: pyproject.toml's dependencies but those it has, and ALSO_NEEDED."""
-    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    """The distributions the GPU machine lacks: pyproject.toml's dependencies (and those of EXTRAS) but those it has,
+    and ALSO_NEEDED."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    deps = project["dependencies"] + [d for e in EXTRAS for d in project.get("optional-dependencies", {}).get(e, [])]
     names = [re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0] for dep in deps]
     return [n for n in names if n.lower().replace("_", "-") not in ON_GPU_MACHINE] + list(ALSO_NEEDED)
 

@@ -10,9 +10,13 @@ from tests.helpers import save_vit
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the user's cache or index settings, and none may download."""
+    """No test reads the user's cache or index settings, and none may download: the Hugging Face hub's client is
+    offline and its cache is a fresh folder (tests/backbone/test_download.py serves a local mirror)."""
     monkeypatch.setenv("BIRDER_INDEX_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("BIRDER_INDEX_DIR", raising=False)
+    monkeypatch.delenv("BIRDER_INDEX_DB", raising=False)
 
 
 @pytest.fixture(scope="session")

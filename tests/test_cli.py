@@ -132,23 +132,43 @@ def test_unwritable_folder_suggests_index_dir(photos: Path, tiny_pt: Path) -> No
 
 
 def test_models_lists_published_weights() -> None:
-    out = run("models", "vit_reg4_m16*").output.splitlines()
-    assert [line.split()[0] for line in out] == [
-        "vit_reg4_m16_rms_avg_i-jepa",
-        "vit_reg4_m16_rms_avg_i-jepa-imagenet21k",
-    ]
+    out = run("models", "vit_reg4_m16*").stdout.splitlines()
+    assert out[0].split()[:3] == ["name", "architecture", "size"]  # a header
+    rows = {line[2:].split()[0]: line for line in out[1:-1]}
+    assert list(rows) == ["vit_reg4_m16_rms_avg_i-jepa", "vit_reg4_m16_rms_avg_i-jepa-imagenet21k"]
+    assert rows["vit_reg4_m16_rms_avg_i-jepa-imagenet21k"].startswith("*")  # the default model
+    assert rows["vit_reg4_m16_rms_avg_i-jepa-imagenet21k"].split()[-2:] == ["19167", "no"]  # its head; not cached
+    assert rows["vit_reg4_m16_rms_avg_i-jepa"].split()[-2:] == ["-", "no"]  # an encoder
+    long = run("models", "vit_reg4_m16_rms_avg_i-jepa", "--long").stdout
+    assert "https://huggingface.co/birder-project/vit_reg4_m16_rms_avg_i-jepa/" in long and "sha256 0f5cd4e0" in long
+    (entry,) = json.loads(run("models", "vit_l16_mim_400", "--json").stdout)
+    assert entry["head_classes"] == 0 and entry["sha256"].startswith("9b5c4e25") and not entry["downloaded"]
+    nothing = CliRunner().invoke(cli, ["models", "nothing"])
+    assert nothing.exit_code == 1 and "no published weights match 'nothing'" in nothing.output
 
 
 def test_classify_with_the_models_head(photos: Path, checkpoints: Path) -> None:
     result = run(
         "classify", photos / "photo00.jpg", "--weights", checkpoints / "vit_l16_tiny_head.pt", "-k", "2", "--json"
     )
-    data = json.loads(result.output)
+    (data,) = json.loads(result.stdout)
     assert len(data["classes"]) == 2 and data["classes"][0]["probability"] >= data["classes"][1]["probability"]
+
+
+def test_classify_refuses_an_encoder_before_loading_it(
+    photos: Path, checkpoints: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_now(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an encoder's weights were loaded before it was refused")
+
+    monkeypatch.setattr("birder_index.backbone.load.load_backbone", not_now)
     result = CliRunner().invoke(
         cli, ["classify", str(photos / "photo00.jpg"), "--weights", str(checkpoints / "vit_reg4_b16_tiny.pt")]
     )
     assert result.exit_code == 1 and "has no classifier head" in result.output
+    assert "birder-index lookup" in result.output and "birder-index probe" in result.output
+    by_name = CliRunner().invoke(cli, ["classify", str(photos / "photo00.jpg"), "--model", "vit_l16_mim_400"])
+    assert by_name.exit_code == 1 and "vit_l16_mim_400 has no classifier head" in by_name.output  # no download
 
 
 def test_metadata_in_another_database(

@@ -208,8 +208,8 @@ def test_importing_the_package_and_cli_loads_nothing_heavy() -> None:
 
 
 # The subject of a call may keep a default and stay positional where that reads best: open_index("idx/"),
-# load_backbone("vit_l16"), list_backbones("vit*").
-POSITIONAL_SUBJECT = {"open_index", "load_backbone", "list_backbones"}
+# load_backbone("vit_l16"), list_backbones("vit*"), model_catalogue("vit*").
+POSITIONAL_SUBJECT = {"open_index", "load_backbone", "list_backbones", "model_catalogue"}
 MAX_POSITIONAL = 5
 
 

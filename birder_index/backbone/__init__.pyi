@@ -6,7 +6,9 @@ from .info import Preprocess as Preprocess
 from .load import load_backbone as load_backbone
 from .read import Item as Item
 from .read import read_item as read_item
+from .registry import CatalogueRow as CatalogueRow
 from .registry import is_backbone as is_backbone
 from .registry import list_architectures as list_architectures
 from .registry import list_backbones as list_backbones
+from .registry import model_catalogue as model_catalogue
 from .registry import pretrained as pretrained

@@ -157,6 +157,30 @@ def _rgb_stats(raw: Any) -> dict[str, list[float]]:
     return stats
 
 
+def peek_classes(path: Path) -> int:
+    """The size of a checkpoint's classifier head from its metadata alone, without building the model (0: an
+    encoder). A `.pt` is memory-mapped, so even a large file costs little."""
+    fmt = sniff_format(path)
+    try:
+        if fmt == "pt2":
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("extra/signature")), None)
+                signature = json.loads(z.read(name)) if name else {}
+        elif fmt == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                signature = json.loads((f.metadata() or {}).get("signature", "{}"))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            signature = data.get("signature", {}) if isinstance(data, dict) else {}
+        if "num_labels" in signature:
+            return int(signature["num_labels"])
+        return int(signature["outputs"][0]["data_shape"][1]) if signature else 0
+    except Exception as e:  # damaged metadata: the full read says precisely what is wrong
+        raise CheckpointError(f"{path} lacks birder's metadata or has it malformed ({type(e).__name__})") from None
+
+
 def read_config_json(weights: Path) -> dict[str, Any] | None:
     """birder's model-config JSON beside a weights file (`<file>_config.json` or `<network>.json`), if any."""
     candidates = [weights.with_name(weights.name + "_config.json"), weights.with_suffix(".json")]

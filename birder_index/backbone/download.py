@@ -58,6 +58,20 @@ def fetch(repo_id: str, filename: str, sha256: str, *, progress: bool = True) ->
     return path
 
 
+def cached(repo_id: str, filename: str) -> Path | None:
+    """Where published weights already are on this machine (an earlier version's folder, or the hub's cache),
+    without asking the network; None when they are not."""
+    legacy = cache_dir() / "models" / filename
+    if legacy.is_file():
+        return legacy
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
 def _hub_download(repo_id: str, filename: str, *, progress: bool) -> Path:
     try:
         import huggingface_hub

@@ -18,6 +18,9 @@ _HF = "https://huggingface.co/birder-project"
 _ARCHITECTURES: dict[str, ViTConfig] = {}
 _ALIASES: dict[str, str] = {}
 _WEIGHTS: dict[str, PretrainedWeights] = {}
+# A first build without --model or --weights uses it: small (184 MiB), 256 px, and its ImageNet-21K head lets
+# `classify` work out of the box.
+DEFAULT_MODEL = "vit_reg4_m16_rms_avg_i-jepa-imagenet21k"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class PretrainedWeights:
     size_mib: float
     resolution: int
     legacy_keys: bool = False  # saved by birder < 0.4.0 (ln1/self_attention block keys)
+    head_classes: int | None = 0  # classes of a fine-tuned classifier head (0: an encoder; None: not known here)
 
     @property
     def filename(self) -> str:
@@ -102,6 +106,42 @@ def arch_from_filename(stem: str) -> str | None:
     return canonical_arch(max(candidates, key=len)) if candidates else None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CatalogueRow:
+    name: str
+    arch: str
+    resolution: int
+    size_mib: float
+    head_classes: int | None
+    url: str
+    sha256: str
+    default: bool
+    downloaded: bool
+
+
+def model_catalogue(pattern: str = "*") -> list[CatalogueRow]:
+    """The published weights matching `pattern`, with what `birder-index models` shows of each."""
+    from birder_index.backbone.download import cached
+
+    rows = []
+    for name in list_backbones(pattern):
+        w = _WEIGHTS[name]
+        rows.append(
+            CatalogueRow(
+                name=name,
+                arch=w.arch,
+                resolution=w.resolution,
+                size_mib=w.size_mib,
+                head_classes=w.head_classes,
+                url=w.url,
+                sha256=w.sha256,
+                default=name == DEFAULT_MODEL,
+                downloaded=cached(w.repo_id, w.filename) is not None,
+            )
+        )
+    return rows
+
+
 def _unknown_message(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; `birder-index models` lists them"
@@ -132,6 +172,16 @@ register_architecture(
 def _hf(repo: str, file: str) -> str:
     return f"{_HF}/{repo}/resolve/main/{file}"
 
+
+# Classifier heads of the fine-tuned published weights, from their model cards (docs/models.md §4.7); MIM and
+# I-JEPA pre-training leaves none. il-common's card gives no class count.
+HEAD_CLASSES: dict[str, int | None] = {
+    "vit_reg4_m16_rms_avg_i-jepa-imagenet21k": 19167,
+    "vit_reg4_b16_mim-intermediate-arabian-peninsula": 735,
+    "vitreg4_b16_mim-intermediate-arabian-peninsula": 735,
+    "vit_reg4_b16_mim-intermediate-il-common": None,
+    "vit_l16_mim-eu-common": 707,
+}
 
 # Published weights (§4.7): current files (birder >= 0.4.0 keys) ...
 for _name, _arch, _sha, _mib, _res in (
@@ -181,7 +231,8 @@ for _name, _arch, _sha, _mib, _res in (
     ),
 ):
     _repo = _name.rsplit("_", 1)[0] if _name.rsplit("_", 1)[-1].isdigit() else _name
-    register_weights(PretrainedWeights(_name, _arch, _hf(_repo, f"{_name}.pt"), _sha, _mib, _res))
+    _head = HEAD_CLASSES.get(_name, 0)
+    register_weights(PretrainedWeights(_name, _arch, _hf(_repo, f"{_name}.pt"), _sha, _mib, _res, head_classes=_head))
 
 # ... and files that exist only in the legacy key format: eu-common was never re-exported, and the
 # pre-rename `vitreg4_*` repositories (§4.7, legacy names).
@@ -194,6 +245,7 @@ register_weights(
         1160.1,
         256,
         legacy_keys=True,
+        head_classes=HEAD_CLASSES["vit_l16_mim-eu-common"],
     )
 )
 register_weights(
@@ -219,5 +271,6 @@ register_weights(
         330.7,
         384,
         legacy_keys=True,
+        head_classes=HEAD_CLASSES["vitreg4_b16_mim-intermediate-arabian-peninsula"],
     )
 )

@@ -28,6 +28,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+# What to install when an optional part is missing (pyproject.toml's extras).
+MISSING = {
+    "faiss": 'FAISS is not installed: pip install "birder-index[cpu]" (or "birder-index[gpu]" on a CUDA machine)',
+    "pyarrow": 'this needs pyarrow: pip install "birder-index[parquet]"',
+    "matplotlib": 'plots need matplotlib: pip install "birder-index[plots]"',
+    "ray": 'the Ray build needs Ray: pip install "birder-index[ray]"',
+    "psycopg": 'PostgreSQL needs psycopg: pip install "birder-index[postgres]"',
+    "fastapi": 'the web app needs FastAPI and uvicorn: pip install "birder-index[web]"',
+    "uvicorn": 'the web app needs FastAPI and uvicorn: pip install "birder-index[web]"',
+    "birder": 'models beyond the three native ViT families need birder: pip install "birder-index[birder]"',
+}
+
+
 class Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -36,6 +49,11 @@ class Cli(click.Group):
             return result
         except BirderIndexError as e:
             raise click.ClickException(str(e)) from None
+        except ModuleNotFoundError as e:
+            root = (e.name or "").split(".")[0]
+            if root not in MISSING:
+                raise
+            raise click.ClickException(MISSING[root]) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             sys.exit(130)

@@ -170,3 +170,36 @@ def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall:
         f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "
         f"{report.qps:.0f} queries/s"
     )
+
+
+@cli.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """What this installation runs on: torch and its device, the FAISS build, optional parts, caches; exit code 1
+    when something is wrong (no FAISS, two FAISS builds, a CPU FAISS beside CUDA).
+
+    \b
+    Example:
+        birder-index doctor
+    """
+    from birder_index.indexer import runtime
+
+    r = runtime()
+    if as_json:
+        emit_json({**r.__dict__, "problems": r.problems})
+    else:
+        faiss = (
+            f"{r.faiss} from {', '.join(r.faiss_distributions) or 'an unknown distribution'}" if r.faiss else "missing"
+        )
+        gpus = f", {r.faiss_gpus} GPU(s)" if r.faiss_gpus else " (CPU only)"
+        extras = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in r.optional.items())
+        lines = [
+            f"torch:    {r.torch}, device {r.device}{', bf16 native' if r.bf16 else ''}",
+            f"faiss:    {faiss}{gpus if r.faiss else ''}",
+            f"extras:   {extras}",
+            f"cache:    {r.cache}" + (" (Hugging Face hub offline)" if r.hf_offline else ""),
+        ]
+        lines += [f"problem:  {p}" for p in r.problems]
+        click.echo("\n".join(lines))
+    if r.problems:
+        sys.exit(1)

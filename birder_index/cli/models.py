@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,37 +9,56 @@ import click
 from birder_index.cli.app import _FILE
 from birder_index.cli.app import cli
 from birder_index.cli.app import device_options
+from birder_index.cli.app import emit_json
 from birder_index.cli.app import index_dir_option
 from birder_index.cli.app import index_options
 from birder_index.cli.app import json_option
 from birder_index.cli.app import model_options
+from birder_index.cli.app import quiet_option
 from birder_index.cli.app import store_dtype_option
+from birder_index.cli.progress import Reporter
+from birder_index.output import printable
 
 
 @cli.command()
 @click.argument("pattern", default="*")
-def models(pattern: str) -> None:
-    """List published weights that --model accepts (fnmatch PATTERN).
+@click.option("--long", "long_", is_flag=True, help="Also each file's URL and sha256.")
+@json_option
+def models(pattern: str, long_: bool, as_json: bool) -> None:
+    """Published weights that --model accepts (fnmatch PATTERN): architecture, input size, file size, classifier
+    head, whether it is downloaded already; `*` marks the default model of a first build.
 
     \b
     Example:
-        birder-index models 'vit_reg4*'
+        birder-index models 'vit_reg4*' --long
     """
-    from birder_index.backbone import list_backbones
-    from birder_index.backbone import pretrained
+    from birder_index.backbone import model_catalogue
 
-    for name in list_backbones(pattern):
-        w = pretrained(name)
-        click.echo(f"{name:<50} {w.arch:<22} {w.resolution:>4} px {w.size_mib:>7.1f} MiB")
+    rows = model_catalogue(pattern)
+    if not rows:
+        raise click.ClickException(f"no published weights match {pattern!r}; `birder-index models` lists them all")
+    if as_json:
+        emit_json([row.__dict__ for row in rows])
+        return
+    click.echo(f"  {'name':<50} {'architecture':<22} {'size':>6} {'MiB':>7}  {'head':>6}  downloaded")
+    for r in rows:
+        head = "?" if r.head_classes is None else (str(r.head_classes) if r.head_classes else "-")
+        mark = "*" if r.default else " "
+        click.echo(f"{mark} {r.name:<50} {r.arch:<22} {r.resolution:>4}px {r.size_mib:>7.1f}  {head:>6}  "
+                   f"{'yes' if r.downloaded else 'no'}")  # fmt: skip
+        if long_:
+            click.echo(f"    {r.url}\n    sha256 {r.sha256}")
+    click.echo("* the default model of a first build without --model or --weights; head: classes of a fine-tuned head")
 
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("-k", type=int, default=5, show_default=True, help="Classes per image.")
+@click.option("-k", type=click.IntRange(1), default=5, show_default=True, help="Classes per image.")
 @model_options
 @index_dir_option
 @device_options
 @json_option
+@quiet_option
 def classify(
     images: tuple[str, ...],
     k: int,
@@ -51,6 +69,7 @@ def classify(
     device: str | None,
     exact: bool,
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Top-k classes of a fine-tuned model's own classifier head (default: the index's model).
 
@@ -60,14 +79,18 @@ def classify(
     """
     from birder_index.search import classify_images
 
-    results = classify_images(
-        list(images), k=k, model=model, weights=weights, size=size, index_dir=index_dir, device=device, exact=exact
-    )
+    with Reporter(quiet=quiet) as progress:
+        results = classify_images(
+            list(images), k=k, model=model, weights=weights, size=size, index_dir=index_dir, device=device,
+            exact=exact, progress=progress,
+        )  # fmt: skip
+    if as_json:
+        emit_json(results)
+        return
     for r in results:
-        if as_json:
-            click.echo(json.dumps(r))
-        else:
-            click.echo(f"{r['image']}\n" + "\n".join(f"  {p['probability']:.4f}  {p['class']}" for p in r["classes"]))
+        click.echo(
+            f"{printable(r['image'])}\n" + "\n".join(f"  {p['probability']:.4f}  {p['class']}" for p in r["classes"])
+        )
 
 
 @cli.command(name="import")

@@ -100,5 +100,5 @@ def evaluate_set(
     if plot_dir is not None:
         from birder_index.fewshot.plots import plot_evaluation
 
-        ev.figures = plot_evaluation(ev, ls.classes, plot_dir)
+        ev.figures = plot_evaluation(ev.confusion, ev.kshot, ls.classes, plot_dir)
     return ev

@@ -5,15 +5,11 @@ written as PNG and SVG."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
 
 from birder_index.errors import BirderIndexError
-
-if TYPE_CHECKING:
-    from birder_index.fewshot.evaluate import ProbeEval
 
 
 def _pyplot() -> Any:
@@ -24,16 +20,19 @@ def _pyplot() -> Any:
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG: selectable, searchable, small
     return plt
 
 
-def plot_evaluation(ev: ProbeEval, classes: list[str], folder: Path) -> list[Path]:
+def plot_evaluation(
+    confusion: np.ndarray, kshot: dict[str, dict[int, tuple[float, float]]], classes: list[str], folder: Path
+) -> list[Path]:
     """confusion.png/.svg and kshot.png/.svg in `folder` (created); returns the files written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BirderIndexError(f"cannot write plots to {folder}: {(e.strerror or str(e)).lower()}") from None
-    return [*plot_confusion(ev.confusion, classes, folder / "confusion"), *plot_kshot(ev.kshot, folder / "kshot")]
+    return [*plot_confusion(confusion, classes, folder / "confusion"), *plot_kshot(kshot, folder / "kshot")]
 
 
 def plot_confusion(confusion: np.ndarray, classes: list[str], stem: Path) -> list[Path]:

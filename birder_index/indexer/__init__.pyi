@@ -11,5 +11,7 @@ from .options import BuildOptions as BuildOptions
 from .options import BuildReport as BuildReport
 from .refresh import RefreshReport as RefreshReport
 from .refresh import reindex as reindex
+from .runtime import Runtime as Runtime
+from .runtime import runtime as runtime
 from .verify import VerifyReport as VerifyReport
 from .verify import verify_index as verify_index

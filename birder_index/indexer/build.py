@@ -66,15 +66,21 @@ def build_index(
         raise BirderIndexError(f"photo folder not found: {photos}")
     root = root.resolve()
     directory = Path(index_dir).expanduser() if index_dir else default_index_dir(root)
+    created = not directory.exists()
     ensure_writable(directory)
     stop = stop or threading.Event()
-    with WriterLock(directory, wait=options.wait), _stop_on_signals(stop):
-        engine = open_database(options.db or sqlite_url(directory / DB_FILE), create=True)
-        index = Index(directory, engine)
-        try:
-            report = _build(index, root, spec, options, progress, stop)
-        finally:
-            engine.dispose()
+    try:
+        with WriterLock(directory, wait=options.wait), _stop_on_signals(stop):
+            engine = open_database(options.db or sqlite_url(directory / DB_FILE), create=True)
+            index = Index(directory, engine)
+            try:
+                report = _build(index, root, spec, options, progress, stop)
+            finally:
+                engine.dispose()
+    except BaseException:
+        if created and options.db is None:
+            _remove_if_nothing_embedded(directory)
+        raise
     report.seconds = time.perf_counter() - t0
     logger.info(
         "%d photos indexed in %.1fs (%.1f/s), %d failed, %d unchanged",
@@ -112,6 +118,24 @@ def _build(
     if has_model and (not report.interrupted or report.indexed):
         refresh_ann(index)
     return report
+
+
+def _remove_if_nothing_embedded(directory: Path) -> None:
+    """A first build that failed before embedding anything (no model: a download that failed offline, a file that
+    is no checkpoint) leaves no half-made index folder behind; one that embedded something keeps it, to resume."""
+    import shutil
+
+    try:
+        engine = open_database(sqlite_url(directory / DB_FILE))
+        try:
+            with session_scope(engine) as s:
+                embedded = q.get_model(s) is not None
+        finally:
+            engine.dispose()
+    except BirderIndexError:  # the database was not even complete
+        embedded = False
+    if not embedded:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _bind_root(index: Index, root: Path) -> None:

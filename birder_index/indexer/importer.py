@@ -106,20 +106,54 @@ def _table_chunk(batch: object) -> Chunk:
 
 
 def _parquet_chunks(path: Path) -> Iterator[Chunk]:
-    import pyarrow.parquet as pq
-
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise BirderIndexError('reading parquet needs pyarrow: pip install "birder-index[parquet]"') from None
     for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK):
         yield _table_chunk(batch)
 
 
 def _csv_chunks(path: Path) -> Iterator[Chunk]:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
+    """birder-predict's CSV: with pyarrow where installed (fast), else Python's csv module (slower, no extra)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except ImportError:
+        yield from _csv_chunks_stdlib(path)
+        return
     convert = pcsv.ConvertOptions(column_types={"sample": pa.string()})
     reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=64 << 20), convert_options=convert)
     for batch in reader:
         yield _table_chunk(batch)
+
+
+def _csv_chunks_stdlib(path: Path) -> Iterator[Chunk]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or "sample" not in header:
+            raise BirderIndexError("embeddings table has no `sample` column")
+        dims = sorted((i for i, n in enumerate(header) if n.isdigit()), key=lambda i: int(header[i]))
+        if not dims:
+            raise BirderIndexError("embeddings table has neither an `embedding` column nor columns 0..D-1")
+        at, label_at = header.index("sample"), header.index("label") if "label" in header else None
+        rows: list[list[str]] = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) == CHUNK:
+                yield _rows_chunk(rows, at, label_at, dims)
+                rows = []
+        if rows:
+            yield _rows_chunk(rows, at, label_at, dims)
+
+
+def _rows_chunk(rows: list[list[str]], at: int, label_at: int | None, dims: list[int]) -> Chunk:
+    vectors = np.array([[float(r[i]) for i in dims] for r in rows], np.float32)  # ValueError: a bad number
+    labels = [r[label_at] for r in rows] if label_at is not None else None
+    return Chunk([r[at] for r in rows], vectors, labels)
 
 
 def import_embeddings(

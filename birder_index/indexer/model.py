@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from birder_index.backbone.registry import DEFAULT_MODEL
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import Model
@@ -18,9 +19,8 @@ from birder_index.indexer.index import check_model
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
 
-# The first build without --model or --weights uses this published encoder: small (184 MB), 256 px, and its
+# The first build without --model or --weights uses the registry's DEFAULT_MODEL: small, 256 px, and its
 # ImageNet-21K head lets `classify` work out of the box.
-DEFAULT_MODEL = "vit_reg4_m16_rms_avg_i-jepa-imagenet21k"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,19 +65,25 @@ def check_spec(index: Index, spec: ModelSpec) -> None:
     """Refuse, before any work, a model other than the index's."""
     with session_scope(index.engine) as s:
         row = q.get_model(s)
-    if row is None or not spec.given:
+    if row is None:
         return
-    sha = expected_sha256(spec, row)
-    size_differs = spec.size is not None and (spec.size, spec.size) != (row.input_height, row.input_width)
-    if sha != row.sha256 or size_differs:
+    built = f"{row.input_height}x{row.input_width}"
+    if spec.size is not None and (spec.size, spec.size) != (row.input_height, row.input_width):
+        raise IndexMismatch(
+            f"the index in {index.dir} embeds at {built} px, not --size {spec.size}: its vectors would not compare; "
+            "leave --size out, or use another --index-dir"
+        )
+    if not spec.given:
+        return
+    if expected_sha256(spec, row) != row.sha256:
         if spec.weights is not None:
             from birder_index.backbone.checkpoint import sniff_format
 
             sniff_format(Path(spec.weights))  # a file that is no checkpoint at all says so, not "another model"
         asked = spec.model or (spec.weights.name if spec.weights else "?")
         raise IndexMismatch(
-            f"the index in {index.dir} was built with {row.name} at {row.input_height}x{row.input_width} "
-            f"(sha256 {row.sha256[:12]}), not {asked}; use another --index-dir"
+            f"the index in {index.dir} was built with {row.name} at {built} (sha256 {row.sha256[:12]}), not "
+            f"{asked}; use another --index-dir"
         )
 
 

@@ -7,6 +7,32 @@ from typing import Any
 
 from birder_index.errors import BirderIndexError
 from birder_index.errors import ImageError
+from birder_index.progress import Progress
+from birder_index.progress import silent
+
+NO_HEAD = (
+    "it is an encoder; to name what photos show, label a few with `birder-index label import` and use "
+    "`birder-index lookup` or `birder-index probe`"
+)
+
+
+def _check_head(model: str | None, weights: Path | None, index_dir: Path | None, images: list[str]) -> None:
+    """Refuse an encoder from what is known without loading it: the index's record, the registry, file metadata."""
+    from birder_index.backbone.checkpoint import peek_classes
+    from birder_index.backbone.registry import pretrained
+    from birder_index.indexer.index import open_index
+
+    if weights is not None:
+        classes: int | None = peek_classes(Path(weights))
+        name = Path(weights).name
+    elif model:
+        classes, name = pretrained(model).head_classes, model
+    else:
+        with open_index(index_dir, paths=images) as index:
+            row = index.model_row()
+            classes, name = row.classes, row.name
+    if classes == 0:
+        raise BirderIndexError(f"{name} has no classifier head: {NO_HEAD}")
 
 
 def classify_images(
@@ -19,10 +45,12 @@ def classify_images(
     index_dir: Path | None = None,
     device: str | None = None,
     exact: bool = False,
+    progress: Progress = silent,
 ) -> list[dict[str, Any]]:
     """[{"image": path, "classes": [{"class": name, "probability": p}, ...]}] per image, best first.
 
-    The model is `model`/`weights` when given, else the index's own.
+    The model is `model`/`weights` when given, else the index's own (the one whose photo folder holds `images`,
+    layout.find_index_dir). An encoder without a head is refused before its weights are loaded.
     """
     import torch
 
@@ -34,13 +62,15 @@ def classify_images(
     if k < 1:
         raise BirderIndexError(f"-k must be >= 1, got {k}")
     precision = "float32" if exact else "auto"
+    _check_head(model, weights, index_dir, images)
+    progress("loading the model", 0, None)
     if model or weights:
         encoder = load_backbone(model, weights=weights, size=size, device=device, precision=precision)
     else:
-        with open_index(index_dir) as index:
+        with open_index(index_dir, paths=images) as index:
             encoder = index.load_encoder(device=device, precision=precision)
     if not encoder.has_head:
-        raise BirderIndexError(f"{encoder.info.name} has no classifier head: it is an encoder (use `search`)")
+        raise BirderIndexError(f"{encoder.info.name} has no classifier head: {NO_HEAD}")
     out = []
     for f in expand_queries(list(images)):
         try:

@@ -1,70 +1,111 @@
+"""Published weights through huggingface_hub: a local mirror (HF_ENDPOINT) stands in for the hub, so the tests
+download nothing from outside; offline, cached and earlier-version downloads; sha256 always checked."""
+
 from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from birder_index.backbone.download import download
+from birder_index.backbone import download
+from birder_index.backbone.download import fetch
 from birder_index.errors import DownloadError
 
 PAYLOAD = b"birder weights " * 1000
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+REQUESTS: list[str] = []
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """Answers as the hub does for one file, birder-project/w/resolve/main/w.pt."""
+
+    def _headers(self) -> bool:
+        REQUESTS.append(f"{self.command} {self.path}")
+        if not self.path.startswith("/birder-project/w/resolve/main/w.pt"):
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.end_headers()
+            return False
         self.send_response(200)
-        if self.path == "/truncated":  # promises more bytes than it sends
-            self.send_header("Content-Length", str(len(PAYLOAD) * 2))
-        else:
-            self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.send_header("X-Repo-Commit", "a" * 40)
+        self.send_header("ETag", f'"{SHA}"')
+        self.send_header("Content-Length", str(len(PAYLOAD)))
         self.end_headers()
-        self.wfile.write(PAYLOAD)
+        return True
+
+    def do_HEAD(self) -> None:
+        self._headers()
+
+    def do_GET(self) -> None:
+        if self._headers():
+            self.wfile.write(PAYLOAD)
 
     def log_message(self, *args: object) -> None:
         pass
 
 
 @pytest.fixture
-def server() -> Iterator[str]:
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+def mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
+    endpoint = f"http://127.0.0.1:{httpd.server_port}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    _reload_hub()  # huggingface_hub reads its environment when imported
+    REQUESTS.clear()
+    yield endpoint
     httpd.shutdown()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_ENDPOINT")
+    _reload_hub()
 
 
-def test_download_verifies_and_renames(server: str, tmp_path: Path) -> None:
-    sha = hashlib.sha256(PAYLOAD).hexdigest()
-    dest = tmp_path / "models" / "w.pt"
-    assert download(f"{server}/w.pt", dest, sha, progress=False) == dest
-    assert dest.read_bytes() == PAYLOAD
-    assert download("http://127.0.0.1:9/unused", dest, sha, progress=False) == dest  # cached: no network
+def _reload_hub() -> None:
+    import huggingface_hub.constants
+
+    importlib.reload(huggingface_hub.constants)
 
 
-def test_wrong_sha256_leaves_nothing(server: str, tmp_path: Path) -> None:
-    dest = tmp_path / "w.pt"
-    with pytest.raises(DownloadError, match="has sha256 .*, expected 0000"):
-        download(f"{server}/w.pt", dest, "0" * 64, progress=False)
-    assert list(tmp_path.iterdir()) == []
+def test_a_download_comes_from_the_hub_and_is_verified(mirror: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = fetch("birder-project/w", "w.pt", SHA, progress=False)
+    assert path.read_bytes() == PAYLOAD and "models--birder-project--w" in str(path)  # the hub's own cache
+    assert any(r.startswith("GET /birder-project/w/resolve/main/w.pt") for r in REQUESTS)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _reload_hub()
+    REQUESTS.clear()
+    assert fetch("birder-project/w", "w.pt", SHA, progress=False) == path  # offline: from the cache
+    assert REQUESTS == []
 
 
-def test_truncated_download_is_an_error(server: str, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="truncated|cannot download"):
-        download(f"{server}/truncated", tmp_path / "w.pt", hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
-    assert list(tmp_path.iterdir()) == []
+def test_a_file_with_another_hash_is_refused(mirror: str) -> None:
+    with pytest.raises(DownloadError, match="does not have the expected sha256 000000000000"):
+        fetch("birder-project/w", "w.pt", "0" * 64, progress=False)
 
 
-def test_unreachable_host_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="cannot download http://127.0.0.1:9/x"):
-        download("http://127.0.0.1:9/x", tmp_path / "x.pt", "0" * 64, progress=False)
+def test_a_missing_file_is_one_line(mirror: str) -> None:
+    with pytest.raises(DownloadError, match="cannot download nope.pt from the Hugging Face hub .*--weights FILE"):
+        fetch("birder-project/w", "nope.pt", SHA, progress=False)
 
 
-def test_existing_file_with_other_hash_is_refused(tmp_path: Path) -> None:
-    dest = tmp_path / "w.pt"
-    dest.write_bytes(b"something else")
-    with pytest.raises(DownloadError, match="exists but its sha256"):
-        download("http://127.0.0.1:9/x", dest, hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
+def test_offline_without_a_cache_says_how_to_work_offline() -> None:
+    with pytest.raises(DownloadError) as info:
+        fetch("birder-project/w", "w.pt", SHA, progress=False)
+    message = str(info.value)
+    assert "cannot download w.pt" in message and "--weights FILE" in message and "HF_ENDPOINT" in message
+    assert "\n" not in message
+
+
+def test_weights_an_earlier_version_downloaded_are_used_without_network(tmp_path: Path) -> None:
+    legacy = download.cache_dir() / "models" / "w.pt"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(PAYLOAD)
+    assert fetch("birder-project/w", "w.pt", SHA, progress=False) == legacy  # HF_HUB_OFFLINE=1 here
+    legacy.write_bytes(PAYLOAD[:-1] + b"!")  # damaged since: not used, and offline there is nothing else
+    with pytest.raises(DownloadError, match="cannot download"):
+        fetch("birder-project/w", "w.pt", SHA, progress=False)

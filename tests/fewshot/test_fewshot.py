@@ -20,9 +20,10 @@ from birder_index.fewshot.classifiers import PrototypeClassifier
 from birder_index.fewshot.classifiers import fit_classes
 from birder_index.fewshot.classifiers import l2
 from birder_index.fewshot.classifiers import open_set_threshold
-from birder_index.fewshot.evaluate import confusion_png
 from birder_index.fewshot.evaluate import kshot_curves
 from birder_index.fewshot.evaluate import sample_k_shot
+from birder_index.fewshot.plots import plot_confusion
+from birder_index.fewshot.plots import plot_kshot
 from birder_index.fewshot.probe import LinearProbe
 from birder_index.fewshot.probe import fit_probe
 from birder_index.fewshot.probe import fit_probe_streaming
@@ -116,9 +117,17 @@ def test_kshot_sampler_and_curves() -> None:
     assert curves["prototype"][10][0] >= 0.9
 
 
-def test_confusion_picture(tmp_path: Path) -> None:
-    confusion_png(np.array([[5, 1], [0, 6]]), ["sparrow", "wren"], tmp_path / "c.png")
-    assert Image.open(tmp_path / "c.png").size[0] > 60
+def test_confusion_and_kshot_figures(tmp_path: Path) -> None:
+    confusion = np.array([[5, 1, 0], [0, 6, 2], [3, 0, 9]])
+    png, svg = plot_confusion(confusion, ["sparrow", "wren", "robin"], tmp_path / "c")
+    assert Image.open(png).size[0] >= 400
+    text = svg.read_text()
+    for word in ("sparrow", "wren", "robin", "predicted class", "true class", "share of the true class"):
+        assert word in text, word
+    assert all(f">{n}<" in text for n in (5, 6, 9, 3, 2))  # every count written in its cell
+    kpng, ksvg = plot_kshot({"knn": {1: (0.5, 0.1), 5: (0.8, 0.05)}, "prototype": {1: (0.6, 0.1), 5: (0.85, 0.02)}},
+                            tmp_path / "k")  # fmt: skip
+    assert kpng.exists() and "labelled photos per class" in ksvg.read_text()
 
 
 @pytest.fixture
@@ -145,7 +154,7 @@ def test_lookup_cli(species: Path, method: str) -> None:
     out = CliRunner().invoke(cli, ["lookup", query, "--set", "birds", "--method", method, "--json",
                                    "--index-dir", str(species / ".birder-index")])  # fmt: skip
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    (data,) = json.loads(out.stdout)  # one document: a list, one entry per query
     assert set(data) == {"query", "predictions", "unknown"} and data["query"] == query
     assert data["predictions"][0]["label"] == "wren" and not data["unknown"]
     assert all(p.endswith(".png") for p in data["predictions"][0]["support"])
@@ -161,7 +170,7 @@ def test_a_labelled_query_is_scored_without_itself(species: Path, method: str) -
     assert CliRunner().invoke(cli, ["build", str(species)]).exit_code == 0
     labelled, unlabelled = (
         json.loads(CliRunner().invoke(cli, ["lookup", str(q), "--set", "birds", "--method", method, "--json",
-                                            "--index-dir", idx]).output)["predictions"][0]
+                                            "--index-dir", idx]).stdout)[0]["predictions"][0]
         for q in (species / "wren" / "3.png", copy)
     )  # fmt: skip
     assert labelled["label"] == unlabelled["label"] == "wren"
@@ -205,12 +214,17 @@ def test_probe_fit_eval_and_file(species: Path, tmp_path: Path) -> None:
         cli, ["probe", "fit", "--set", "birds", "--out", str(tmp_path / "b.probe"), "--index-dir", idx]
     )
     assert fit.exit_code == 0 and "probe of 3 classes fitted" in fit.output
-    ev = CliRunner().invoke(cli, ["probe", "eval", "--set", "birds", "--folds", "3", "--png", str(tmp_path / "c.png"),
+    ev = CliRunner().invoke(cli, ["probe", "eval", "--set", "birds", "--folds", "3", "--plot", str(tmp_path / "fig"),
                                   "--index-dir", idx])  # fmt: skip
-    assert ev.exit_code == 0 and "top-1" in ev.output and "prototype" in ev.output and (tmp_path / "c.png").exists()
+    assert ev.exit_code == 0 and "top-1" in ev.output and "prototype" in ev.output
+    assert "top-5" not in ev.output  # 3 classes: every photo is in its top 5
+    figures = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert figures == ["confusion.png", "confusion.svg", "kshot.png", "kshot.svg"]
+    too_many = CliRunner().invoke(cli, ["probe", "eval", "--set", "birds", "--folds", "100", "--index-dir", idx])
+    assert too_many.exit_code == 1 and "--folds 100 needs at least 100 photos in every class" in too_many.output
     look = CliRunner().invoke(cli, ["lookup", str(species / "robin" / "1.png"), "--set", "birds", "--method", "probe",
                                     "--probe", str(tmp_path / "b.probe"), "--index-dir", idx])  # fmt: skip
-    assert look.exit_code == 0 and "robin" in look.output.splitlines()[0]
+    assert look.exit_code == 0 and "robin" in look.stdout.splitlines()[0]
 
 
 def test_lookup_errors(species: Path) -> None:

@@ -17,6 +17,7 @@ from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
+from birder_index.indexer.vectors import normalize
 from birder_index.search import nearest
 
 X = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
@@ -102,3 +103,19 @@ def test_info_names_imported_embeddings_as_such(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "photos:  (imported embeddings)" in result.output
     assert "model:   none (16-d imported embeddings)" in result.output
+
+
+def test_csv_without_pyarrow_and_parquet_asks_for_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if the parquet extra were not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.csv", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    report = import_embeddings(_csv(tmp_path / "e.csv"), tmp_path / "idx", label_set="classes")
+    assert (report.imported, report.dim) == (50, 16)
+    with open_index(tmp_path / "idx") as index:
+        ids, _ = index.id_rows()
+        assert np.allclose(normalize(index.vectors(ids)), normalize(X), atol=1e-3)  # float16 store
+    (tmp_path / "e.parquet").write_bytes(b"PAR1")
+    result = CliRunner().invoke(cli, ["import", str(tmp_path / "e.parquet"), "--index-dir", str(tmp_path / "i2")])
+    assert result.exit_code == 1 and 'pip install "birder-index[parquet]"' in result.output
