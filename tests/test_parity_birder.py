@@ -7,6 +7,7 @@ to a folder of real photos (../shared/datasets/real-photos.sh), those are the pi
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,7 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-birder = pytest.importorskip("birder")
+birder = pytest.importorskip(
+    "birder",
+    reason="birder is not installed here: the birder path and parity run where it is (README, Parity with birder)",
+)
 
 from birder.common import fs_ops  # noqa: E402
 from birder.data.transforms.classification import inference_preset  # noqa: E402
@@ -154,3 +158,60 @@ def test_legacy_key_checkpoint_equals_birder(in_tmp: Path) -> None:
     assert enc.info.arch == "vit_reg4_b16"
     pixels = torch.stack([torch.from_numpy(decode(p, (224, 224)).pixels) for p in photos])
     assert (enc.embed(pixels) - expected).abs().max().item() <= 1e-4
+
+
+# -- birder's other networks, built by birder itself (the birder extra) ---------------------------------------------
+
+OTHER = ["resnet_v1_18", "mobilenet_v4_s"]  # a CNN and a mobile net: nothing birder-index implements itself
+
+
+@pytest.mark.parametrize("network", OTHER)
+def test_other_birder_networks_load_through_birder(network: str, in_tmp: Path) -> None:
+    size = 224
+    net = _birder_net(network, 0, size)
+    photos = _photos(in_tmp)
+    expected, _ = _birder_embeddings(net, photos, size)
+    path = _save_pt(net, f"{network}_parity", 3, 0, size)
+    for enc in (
+        load_backbone(network, weights=path, precision="float32", device="cpu"),  # the network named
+        load_backbone(weights=path, precision="float32", device="cpu"),  # read off birder's file name
+    ):
+        assert enc.info.arch == network and enc.embedding_dim == expected.shape[1]
+        pixels = torch.stack([torch.from_numpy(decode(p, enc.info.preprocess.size).pixels) for p in photos])
+        got = enc.embed(pixels)  # CNN features run to the thousands: a relative tolerance
+        assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-6
+
+
+def test_a_birder_network_indexes_and_searches(in_tmp: Path) -> None:
+    from click.testing import CliRunner
+
+    from birder_index.cli import cli
+
+    net = _birder_net("resnet_v1_18", 0, 224)
+    path = _save_pt(net, "resnet_v1_18_parity", 3, 0, 224)
+    photos = in_tmp / "photos"
+    photos.mkdir()
+    for p in _photos(in_tmp):
+        (photos / p.name).write_bytes(p.read_bytes())
+    built = CliRunner().invoke(cli, ["build", str(photos), "--weights", str(path), "--workers", "0"])
+    assert built.exit_code == 0 and built.stdout.startswith("3 indexed"), built.output
+    first = sorted(p for p in photos.iterdir() if p.is_file())[0]
+    found = CliRunner().invoke(cli, ["search", str(first), "-k", "1", "--json"])  # a stored vector: no model
+    assert found.exit_code == 0 and json.loads(found.stdout)[0]["results"][0]["score"] > 0.9999, found.output
+    copy = in_tmp / "copy.png"
+    copy.write_bytes(first.read_bytes())
+    again = CliRunner().invoke(
+        cli, ["search", str(copy), "-k", "1", "--json", "--index-dir", str(photos / ".birder-index")]
+    )
+    assert again.exit_code == 0, again.output  # a new file: the model is loaded again, by birder, from the record
+    assert json.loads(again.stdout)[0]["results"][0]["path"] == str(first)
+
+
+def test_birder_published_names_are_listed_with_their_loader() -> None:
+    from click.testing import CliRunner
+
+    from birder_index.cli import cli
+
+    out = CliRunner().invoke(cli, ["models", "resnet_v1_*", "--json"]).stdout
+    rows = json.loads(out)
+    assert rows and all(r["path"] == "birder" and r["sha256"] for r in rows)

@@ -8,6 +8,12 @@ from pathlib import Path
 import torch
 
 from birder_index.backbone import registry
+from birder_index.backbone.birder_models import birder_package
+from birder_index.backbone.birder_models import fetch_pretrained
+from birder_index.backbone.birder_models import is_network
+from birder_index.backbone.birder_models import is_pretrained
+from birder_index.backbone.birder_models import load_birder
+from birder_index.backbone.birder_models import network_from_file
 from birder_index.backbone.checkpoint import Checkpoint
 from birder_index.backbone.checkpoint import read_checkpoint
 from birder_index.backbone.checkpoint import read_config_json
@@ -42,16 +48,48 @@ def load_backbone(
     - `weights`: a local `.pt`, `.safetensors` or `.pt2` file; `model` may then name its architecture.
     - `size`: input size; for ViTs the position embedding is resized as birder's `adjust_size` does.
     - `sha256`: the file's known hash (skips re-hashing a large file whose identity is already established).
+
+    The three ViT families birder-index implements load natively (vit.py); any other network of birder's registry
+    loads through birder itself where the `birder` extra is installed (birder_models.py).
     """
-    path, arch_hint, name, sha256 = _resolve_file(model, weights, sha256, progress)
-    ckpt = read_checkpoint(path)
     dev = resolve_device(device)
     new_size = (size, size) if isinstance(size, int) else size
+    via_birder = _birder_route(model, weights, sha256, progress)
+    if via_birder is not None:
+        network, path, name, known = via_birder
+        return load_birder(network, path, name=name, sha256=known or sha256_file(path), size=new_size, device=dev,
+                           precision=precision)  # fmt: skip
+    path, arch_hint, name, sha256 = _resolve_file(model, weights, sha256, progress)
+    ckpt = read_checkpoint(path)
     if sha256 is None:
         sha256 = sha256_file(path)
     if ckpt.format == "pt2":
         return _pt2_encoder(ckpt, name, sha256, dev, precision, new_size)
     return _vit_encoder(ckpt, arch_hint, name, sha256, dev, precision, new_size)
+
+
+def _birder_route(
+    model: str | None, weights: str | Path | None, sha256: str | None, progress: bool
+) -> tuple[str, Path, str, str | None] | None:
+    """(network, file, name, known sha256) when birder, not birder-index, builds this model: a name only birder
+    publishes, a network only birder implements, or a .pt/.safetensors file named after one. None otherwise."""
+    native = model is not None and (registry.canonical_arch(model) is not None or registry.is_backbone(model))
+    if native:
+        return None
+    if weights is None:
+        if model is None or not is_pretrained(model):
+            return None  # a file path, or unknown: the registry's own error names close matches
+        path, published_network, known = fetch_pretrained(model, progress=progress)
+        return published_network, path, model, known
+    path = Path(weights).expanduser()
+    if path.suffix.lower() not in (".pt", ".safetensors") or birder_package() is None:
+        return None
+    network = model if model and is_network(model) else None
+    if network is None and model is None and registry.arch_from_filename(path.stem) is None:
+        network = network_from_file(path)
+    if network is None:
+        return None
+    return network, path, path.stem, sha256
 
 
 def _resolve_file(

@@ -117,10 +117,12 @@ class CatalogueRow:
     sha256: str
     default: bool
     downloaded: bool
+    path: str = "native"  # built by birder-index itself, or by "birder" (the birder extra)
 
 
 def model_catalogue(pattern: str = "*") -> list[CatalogueRow]:
-    """The published weights matching `pattern`, with what `birder-index models` shows of each."""
+    """The published weights matching `pattern`, with what `birder-index models` shows of each: the native ones, then
+    birder's own where the birder extra is installed."""
     from birder_index.backbone.download import cached
 
     rows = []
@@ -139,12 +141,47 @@ def model_catalogue(pattern: str = "*") -> list[CatalogueRow]:
                 downloaded=cached(w.repo_id, w.filename) is not None,
             )
         )
+    return rows + _birder_catalogue(pattern, set(_WEIGHTS))
+
+
+def _birder_catalogue(pattern: str, native: set[str]) -> list[CatalogueRow]:
+    from birder_index.backbone import birder_models
+    from birder_index.backbone.download import cache_dir
+    from birder_index.backbone.download import cached
+
+    rows = []
+    for name in birder_models.pretrained_names(pattern):
+        meta = birder_models.pretrained_metadata(name)
+        pt = meta["formats"].get("pt")
+        if name in native or pt is None:
+            continue
+        base = meta.get("url", "")
+        repo = "/".join(base.split("huggingface.co/", 1)[1].split("/")[:2]) if "huggingface.co/" in base else ""
+        here = cached(repo, f"{name}.pt") if repo else (cache_dir() / "models" / f"{name}.pt")
+        rows.append(
+            CatalogueRow(
+                name=name,
+                arch=meta["net"]["network"],
+                resolution=int(meta["resolution"][0]),
+                size_mib=float(pt["file_size"]),
+                head_classes=None,
+                url=f"{base}/{name}.pt",
+                sha256=pt["sha256"],
+                default=False,
+                downloaded=here is not None and here.exists(),
+                path="birder",
+            )
+        )
     return rows
 
 
 def _unknown_message(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; `birder-index models` lists them"
+    from birder_index.backbone.birder_models import birder_package
+
+    if birder_package() is None:
+        hint += ' (birder\'s other models, with pip install "birder-index[birder]")'
     return f"unknown model {name!r}{hint}"
 
 

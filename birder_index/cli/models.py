@@ -40,15 +40,19 @@ def models(pattern: str, long_: bool, as_json: bool) -> None:
     if as_json:
         emit_json([row.__dict__ for row in rows])
         return
-    click.echo(f"  {'name':<50} {'architecture':<22} {'size':>6} {'MiB':>7}  {'head':>6}  downloaded")
+    click.echo(f"  {'name':<50} {'architecture':<22} {'size':>6} {'MiB':>7}  {'head':>6}  downloaded  loaded by")
     for r in rows:
         head = "?" if r.head_classes is None else (str(r.head_classes) if r.head_classes else "-")
-        mark = "*" if r.default else " "
+        mark, by = ("*" if r.default else " "), ("birder-index" if r.path == "native" else "birder")
         click.echo(f"{mark} {r.name:<50} {r.arch:<22} {r.resolution:>4}px {r.size_mib:>7.1f}  {head:>6}  "
-                   f"{'yes' if r.downloaded else 'no'}")  # fmt: skip
+                   f"{'yes' if r.downloaded else 'no':<10}  {by}")  # fmt: skip
         if long_:
             click.echo(f"    {r.url}\n    sha256 {r.sha256}")
     click.echo("* the default model of a first build without --model or --weights; head: classes of a fine-tuned head")
+    if not any(r.path == "birder" for r in rows):
+        click.echo(
+            'birder\'s other published models are listed too with the birder extra: pip install "birder-index[birder]"'
+        )
 
 
 @cli.command()
