@@ -9,6 +9,13 @@ Names are exported lazily (`__init__.pyi` lists them): `import birder_index` loa
 a name that needs them is used (docs/api.md).
 """
 
+import os
+
 import lazy_loader
+
+# OpenMP threads (FAISS's, torch's) sleep when idle instead of spinning: a spinning FAISS thread fought the
+# re-rank, the web app and the user's other work for the cores (docs/benchmarks.md#search-speed). Read when each
+# runtime loads, so it must be set before FAISS or torch is imported; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

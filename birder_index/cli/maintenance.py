@@ -65,17 +65,26 @@ def _info_text(d: dict[str, Any]) -> str:
         lines.append(f"embed:   {_setting_text(d['last_embedding'])} (last build)")
     if d["index"]:
         ix = d["index"]
-        params = ", ".join(f"{k}={v}" for k, v in ix["params"].items())
+        params = ", ".join(f"{k}={v}" for k, v in ix["params"].items() if k != "timing")
         lines.append(f"faiss:   {ix['type']}, {ix['vectors']} vectors" + (f" ({params})" if params else ""))
         if ix["recall_at_10"] is not None:
             lines.append(
-                f"         recall@10 {ix['recall_at_10']:.3f} at {ix['queries_per_second']:.0f} queries/s, "
-                f"{ix['bytes_per_vector']:.0f} bytes/vector in RAM"
+                f"         recall@10 {ix['recall_at_10']:.3f} at {ix['queries_per_second']:,.0f} queries/s"
+                f"{_timing_text(ix['params'].get('timing'))}, {ix['bytes_per_vector']:.0f} bytes/vector in RAM"
             )
     lines.append(f"disk:    {sum(d['disk_bytes'].values()) / 1e6:.1f} MB")
     for f in d.get("failed_files", []):
         lines.append(f"failed:  {printable(f['path'])}: {printable(f['error'])}")
     return "\n".join(lines)
+
+
+def _timing_text(timing: dict[str, Any] | None) -> str:
+    """What the tuned rate means; indexes tuned before 0.2.0 timed one batch and recorded nothing."""
+    if not timing:
+        return ""
+    busy = timing.get("busy_elsewhere")
+    elsewhere = f"; other work kept {busy:.1f} of {timing['cpus']} cores busy" if busy is not None else ""
+    return f" (batches of {timing['batch']:,} queries, {timing['threads']} threads{elsewhere})"
 
 
 def _setting_text(e: dict[str, Any]) -> str:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from birder_index.indexer.layout import fsync_dir
 
 logger = logging.getLogger(__name__)
+_swig: Any = faiss  # the raw SWIG functions the re-rank calls, which faiss's type stubs lack
 
 
 def new_index(factory: str, d: int) -> faiss.Index:
@@ -128,38 +129,78 @@ def search_reranked(
     return D, np.where(np.isfinite(D), np.take_along_axis(cand, top, 1), -1)
 
 
-def rerank_scores(vectors: np.ndarray, rows: np.ndarray, xq: np.ndarray, *, chunk: int = 16) -> np.ndarray:
+def rerank_scores(vectors: np.ndarray, rows: np.ndarray, xq: np.ndarray, *, chunk: int = 8) -> np.ndarray:
     """Cosine of each unit query (nq, d) with the stored vectors of its candidate rows (nq, c).
 
-    Many candidates are scored in torch: its row gather runs on every core where numpy's runs on one, and chunks
-    of 16 queries keep the gathered rows in cache through the half->float copy, the product and the norms, in
-    buffers that are reused. A few candidates (one CLI query) are scored in numpy, keeping torch
-    out of it.
+    FAISS's own kernels do the arithmetic and no second thread pool (torch's) wakes to fight FAISS's for the cores
+    (docs/benchmarks.md#search-speed). `chunk` queries at a time, their candidate rows are copied out of the
+    memory-mapped store into a buffer reused across chunks (small enough to stay in cache), widened to float32
+    there (the float16 store), normalised, and dotted with their query. A large batch is split between as many
+    threads as FAISS may use, each running FAISS single-threaded on its share: one parallel section per batch,
+    not three OpenMP ones per chunk.
     """
     nq, c = rows.shape
-    d = xq.shape[1]
-    if nq * c * d < 1 << 21:
-        v = vectors[rows.ravel()].astype(np.float32).reshape(nq, c, d)
-        return np.einsum("qcd,qd->qc", v, xq) / np.maximum(np.linalg.norm(v, axis=2), 1e-12)
-    import torch
-
-    with warnings.catch_warnings():  # a read-only memory map: torch warns that it could write, and it never does
-        warnings.simplefilter("ignore", UserWarning)
-        store = torch.from_numpy(vectors)
     out = np.empty((nq, c), np.float32)
-    raw = torch.empty(chunk * c, d, dtype=store.dtype)
-    buf = torch.empty(chunk * c, d)
-    q = torch.from_numpy(xq)
-    all_rows = torch.from_numpy(np.ascontiguousarray(rows, np.int64))
-    with torch.inference_mode():
-        for start in range(0, nq, chunk):
-            n = min(chunk, nq - start) * c
-            torch.index_select(store, 0, all_rows[start : start + chunk].reshape(-1), out=raw[:n])
-            buf[:n].copy_(raw[:n])
-            v = buf[:n].view(-1, c, d)
-            dots = torch.bmm(v, q[start : start + chunk, :, None])[..., 0]
-            out[start : start + chunk] = (dots / v.norm(dim=2).clamp(min=1e-12)).numpy()
+    if nq == 0 or c == 0:
+        return out
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    workers = min(faiss.omp_get_max_threads(), nq // chunk)
+    if workers <= 1:
+        _rerank_range(vectors, rows, xq, out, chunk)
+        return out
+    bounds = np.linspace(0, nq, workers + 1).astype(int)
+    parts = [slice(bounds[i], bounds[i + 1]) for i in range(workers)]
+    for done in _pool(workers).map(lambda p: _rerank_range(vectors, rows[p], xq[p], out[p], chunk), parts):
+        del done  # map re-raises a worker's exception here
     return out
+
+
+def _rerank_range(vectors: np.ndarray, rows: np.ndarray, xq: np.ndarray, out: np.ndarray, chunk: int) -> None:
+    """rerank_scores for one share of the queries, into `out` (a view of the caller's array)."""
+    nq, c = rows.shape
+    d = xq.shape[1]
+    per = max(1, min(chunk, nq))
+    wide = np.empty((per * c, d), np.float32)
+    narrow = wide if vectors.dtype == np.float32 else np.empty((per * c, d), vectors.dtype)
+    widen = None if narrow is wide else _widener(vectors.dtype, d)
+    local = np.arange(per * c, dtype=np.int64).reshape(per, c)
+    for start in range(0, nq, per):
+        q = min(per, nq - start)
+        m = q * c
+        np.take(vectors, rows[start : start + q].ravel(), axis=0, out=narrow[:m])
+        if widen is not None:
+            widen.decode_c(faiss.swig_ptr(narrow[:m].view(np.uint8)), faiss.swig_ptr(wide), m)
+        _swig.fvec_renorm_L2(d, m, faiss.swig_ptr(wide))
+        _swig.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out[start : start + q]),
+            faiss.swig_ptr(xq[start : start + q]),
+            faiss.swig_ptr(wide),
+            faiss.swig_ptr(local[:q]),
+            d,
+            q,
+            c,
+        )
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads kept for re-ranking, each limited to one FAISS (OpenMP) thread: the setting is per thread."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(
+            workers, "birder-index-rerank", initializer=faiss.omp_set_num_threads, initargs=(1,)
+        )
+    return _POOLS[workers]
+
+
+def _widener(dtype: np.dtype, d: int) -> Any:
+    """A FAISS scalar quantizer whose decode turns stored rows of `dtype` into float32 (SIMD, no training)."""
+    kinds = {np.dtype(np.float16): faiss.ScalarQuantizer.QT_fp16}
+    if dtype not in kinds:
+        raise ValueError(f"no float32 decoder for a {dtype} store")
+    return faiss.ScalarQuantizer(d, kinds[dtype])
 
 
 def _is_ivf(index: faiss.Index) -> bool:

@@ -11,6 +11,7 @@ from birder_index.errors import BirderIndexError
 
 FLAT_MAX = 50_000  # exact search up to here: recall 1.0, and IVF would lack training points (39 per centroid)
 HNSW_COARSE_MIN = 20_000_000  # tens of millions: a flat coarse quantizer's own search becomes the bottleneck
+LISTS_PER_SQRT_N = 2  # nlist: the coarse quantizer's cost and RAM halve against 4 sqrt(N); docs/index.md
 POINTS_PER_CENTROID = 50  # within FAISS's advice of 39..256; training time grows linearly with it
 DEFAULT_MEMORY = 4 << 30  # --max-index-memory default: 4 GiB, a laptop's spare RAM
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # sub-quantizers GpuIndexIVFPQ accepts
@@ -50,7 +51,7 @@ def choose_index(n: int, d: int, *, max_memory: int = DEFAULT_MEMORY, gpu: bool 
     flat = IndexPlan("Flat")
     if n <= FLAT_MAX and n * flat.bytes_per_vector(d) <= max_memory:
         return flat
-    nlist = _next_pow2(4 * math.sqrt(max(n, 1)))
+    nlist = _next_pow2(LISTS_PER_SQRT_N * math.sqrt(max(n, 1)))
     budget = max_memory / max(n, 1) - ID_BYTES
     m, nbits = _pq_size(d, budget, gpu)
     coarse = "_HNSW32" if n >= HNSW_COARSE_MIN else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from birder_index.indexer.select import choose_index
 from birder_index.indexer.tune import drop_self
 from birder_index.indexer.tune import exact_knn
 from birder_index.indexer.tune import recall_at
+from birder_index.indexer.tune import tune
 from birder_index.search import nearest
 
 
@@ -49,7 +51,8 @@ def test_small_collections_are_searched_exactly(n: int) -> None:
 @pytest.mark.parametrize("n,d", [(100_000, 512), (1_000_000, 768), (10_000_000, 1024), (50_000_000, 768)])
 def test_large_collections_get_ivf_pq_sized_to_the_budget(n: int, d: int) -> None:
     plan = choose_index(n, d)
-    assert not plan.exact and 4 * math.sqrt(n) <= plan.nlist <= 16 * math.sqrt(n)
+    assert not plan.exact and 2 * math.sqrt(n) <= plan.nlist < 4 * math.sqrt(n)
+    assert 4 * d * plan.nlist / n <= 32  # the centroids' RAM per vector
     assert d % plan.m == 0 and plan.nbits == 4 and plan.factory.endswith(f"PQ{plan.m}x4fs")
     assert plan.bytes_per_vector(d) <= select.DEFAULT_MEMORY / n
     assert 39 * plan.nlist <= plan.training_points <= 256 * plan.nlist or plan.training_points == n
@@ -92,11 +95,14 @@ def test_ivf_is_trained_tuned_and_reaches_its_target(tmp_path: Path, small_flat_
     index_dir = _import(tmp_path, x, target_recall=0.9)
     with open_index(index_dir) as index, session_scope(index.engine) as s:
         m = q.get_manifest(s)
-        assert m is not None and m.factory.startswith("IVF512,PQ16x4fs") and m.trained_on == 8000
+        assert m is not None and m.factory.startswith("IVF256,PQ16x4fs") and m.trained_on == 8000
         assert m.recall_at_10 is not None and m.recall_at_10 >= 0.9
     with open_index(index_dir) as index:
         params = index.ann().params
         assert params["nprobe"] >= 1 and params["k_factor"] >= 1
+        timing = params["timing"]  # what the rate means, recorded with it
+        assert timing["batch"] == 1000 and timing["threads"] >= 1 and timing["cpus"] >= 1
+        assert timing["busy_elsewhere"] is None or timing["busy_elsewhere"] >= 0
         ids, _ = index.id_rows()
         xq = index.vectors(ids[:300])
         gt = drop_self(exact_knn(xq / np.linalg.norm(xq, axis=1, keepdims=True),
@@ -105,6 +111,28 @@ def test_ivf_is_trained_tuned_and_reaches_its_target(tmp_path: Path, small_flat_
         tuned = recall_at(drop_self(I, ids[:300], 10), gt)
         _, I1 = nearest(index, xq, k=11, nprobe=1, k_factor=1)
         assert tuned >= 0.88 and tuned > recall_at(drop_self(I1, ids[:300], 10), gt)  # tuning and re-ranking pay
+
+
+def test_tuner_picks_the_fastest_setting_that_reaches_the_target_timing_what_users_call() -> None:
+    """Recall comes from the k + 1 search; the rates from the users' k search, timed over repeated batches."""
+    gt = np.arange(10)[None, :].repeat(4, 0)
+    q_ids = np.full(4, 99)
+    calls: list[tuple[int, int, int]] = []
+
+    def search(xq: np.ndarray, k: int, nprobe: int, k_factor: int) -> tuple[np.ndarray, np.ndarray]:
+        found = min(10, 2 * nprobe + k_factor)  # recall grows with both; 0.8 needs nprobe 4 at k_factor 1, 2 at 4
+        ids = np.where(np.arange(k) < found, np.arange(k), -1)[None, :].repeat(len(xq), 0)
+        return np.zeros(ids.shape, np.float32), ids
+
+    def timed(xq: np.ndarray, k: int, nprobe: int, k_factor: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append((k, nprobe, k_factor))
+        time.sleep(0.003 * nprobe * k_factor**2)  # (4, 1) costs 12 ms, (2, 4) 96 ms, (1, 6) 108 ms ...
+        return search(xq, k, nprobe, k_factor)
+
+    t = tune(search, np.zeros((4, 8), np.float32), q_ids, gt, 64, target=0.8, timed=timed)
+    assert (t.nprobe, t.k_factor) == (4, 1) and t.recall >= 0.8
+    assert {k for k, _, _ in calls} == {10}  # timed as a user asks: k, not k + 1
+    assert 4 / 0.012 * 0.5 < t.qps <= 4 / 0.012  # the median of batches of 4 queries sleeping 12 ms
 
 
 def test_growth_retrains_and_removal_needs_no_rebuild(tmp_path: Path, small_flat_max: None) -> None:
