@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,14 @@ def test_compile_is_chosen_for_long_cpu_runs_unless_told() -> None:
     assert should_compile(None, cpu, COMPILE_MIN_IMAGES) and not should_compile(None, cpu, COMPILE_MIN_IMAGES - 1)
     assert not should_compile(None, gpu, 10**6)
     assert should_compile(True, cpu, 1) and should_compile(True, gpu, 1) and not should_compile(False, cpu, 10**6)
+
+
+def test_searching_an_indexed_photo_never_imports_torch(built: Path, photos: Path) -> None:
+    """Its stored embedding is the query and the re-rank runs on FAISS: no model, and no torch to import."""
+    code = (
+        "import sys\nfrom birder_index.cli import cli\n"
+        f"cli(['search', {str(photos / 'photo00.jpg')!r}, '--index-dir', {str(built)!r}], standalone_mode=False)\n"
+        "print('torch loaded:', 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "photo00.jpg" in done.stdout and done.stdout.splitlines()[-1] == "torch loaded: False"

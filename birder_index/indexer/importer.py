@@ -7,6 +7,7 @@ with a text file of n paths. Re-importing a sample replaces its vector.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -77,11 +78,23 @@ def _npy_chunks(path: Path, paths_file: Path | None) -> Iterator[Chunk]:
     if paths_file is None:
         raise BirderIndexError("a .npy file needs --paths FILE (one path per row)")
     xb = np.load(path, mmap_mode="r", allow_pickle=False)
-    samples = paths_file.read_text().splitlines()
-    if xb.ndim != 2 or len(samples) != xb.shape[0]:
-        raise BirderIndexError(f"{path} holds {xb.shape} vectors but {paths_file} lists {len(samples)} paths")
-    for start in range(0, len(samples), CHUNK):
-        yield Chunk(samples[start : start + CHUNK], np.asarray(xb[start : start + CHUNK], np.float32), None)
+    n_paths = _count_lines(paths_file)
+    if xb.ndim != 2 or n_paths != xb.shape[0]:
+        raise BirderIndexError(f"{path} holds {xb.shape} vectors but {paths_file} lists {n_paths} paths")
+    with open(paths_file, encoding="utf-8", newline="\n") as lines:  # streamed, like the vectors
+        for start in range(0, n_paths, CHUNK):
+            samples = [line.rstrip("\r\n") for line in itertools.islice(lines, CHUNK)]
+            yield Chunk(samples, np.asarray(xb[start : start + CHUNK], np.float32), None)
+
+
+def _count_lines(path: Path) -> int:
+    """Lines split at "\\n" only (a CRLF file loses its "\\r" when read): a last line without its newline counts."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _table_chunk(batch: object) -> Chunk:
