@@ -6,6 +6,7 @@ from .actions import check_action_options as check_action_options
 from .actions import check_plan as check_plan
 from .actions import list_plans as list_plans
 from .actions import plan_actions as plan_actions
+from .actions import refresh_index as refresh_index
 from .actions import undo as undo
 from .calibrate import Calibration as Calibration
 from .calibrate import calibrate as calibrate
@@ -16,7 +17,12 @@ from .find import THUMBNAIL_MIN as THUMBNAIL_MIN
 from .find import DedupResult as DedupResult
 from .find import Group as Group
 from .find import Member as Member
+from .find import choose_keeper as choose_keeper
 from .find import find_duplicates as find_duplicates
+from .find import regroup as regroup
+from .marks import mark_not_duplicates as mark_not_duplicates
+from .marks import not_duplicate_pairs as not_duplicate_pairs
+from .marks import unmark_not_duplicates as unmark_not_duplicates
 from .report import write_groups_csv as write_groups_csv
 from .report import write_groups_json as write_groups_json
 from .report import write_report as write_report
