@@ -10,7 +10,9 @@ from .actions import refresh_index as refresh_index
 from .actions import undo as undo
 from .calibrate import Calibration as Calibration
 from .calibrate import calibrate as calibrate
+from .calibrate import last_calibration as last_calibration
 from .calibrate import resolve_threshold as resolve_threshold
+from .calibrate import stored_calibration as stored_calibration
 from .find import COLOUR_MIN as COLOUR_MIN
 from .find import KEEP_POLICIES as KEEP_POLICIES
 from .find import THUMBNAIL_MIN as THUMBNAIL_MIN

@@ -262,16 +262,20 @@ def calibrate(
 
 def stored_calibration(index: Index, precision: float, *, colour_min: float = COLOUR_MIN) -> Calibration | None:
     """The calibration an earlier run stored, if it was for this model, precision and colour check."""
-    with session_scope(index.engine) as s:
-        data = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
-    if not data:
+    cal = last_calibration(index)  # one stored before thumbnails: calibrate again, the bar is part of the answer
+    if cal is None:
         return None
-    if "thumbnail_min" not in data:  # stored before thumbnails: calibrate again, the bar is part of the answer
-        return None
-    cal = Calibration(**data)
     ok = cal.model_sha256 == index.model_row().sha256 and abs(cal.precision - precision) < 1e-9
     ok = ok and abs(cal.colour_min - colour_min) < 1e-9
     return cal if ok else None
+
+
+def last_calibration(index: Index) -> Calibration | None:
+    """The calibration an earlier run stored, whatever it was for (None if none, or one stored before thumbnails
+    were part of it)."""
+    with session_scope(index.engine) as s:
+        data = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
+    return Calibration(**data) if data and "thumbnail_min" in data else None
 
 
 def _sample(index: Index, n: int, seed: int) -> list[str]:
