@@ -55,17 +55,26 @@ class PreviewCache:
         text = f"{real_path}\0{st.st_size}\0{st.st_mtime_ns}\0{self.side}"
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
+    def path(self, real_path: str, st: os.stat_result) -> Path:
+        key = self.key(real_path, st)
+        return self.folder / key[:2] / f"{key}.webp"
+
+    def cached(self, real_path: str, st: os.stat_result) -> bytes | None:
+        """The preview if it was made already, else None (nothing is decoded)."""
+        try:
+            return self.path(real_path, st).read_bytes()
+        except OSError:
+            return None
+
     def get(self, real_path: str, st: os.stat_result) -> bytes:
         """The preview of a file (`st`: its stat, taken by the caller with the checks it made). Raises ImageError
         for a file that cannot be decoded; a cache that cannot be written only costs the next request a decode."""
-        key = self.key(real_path, st)
-        path = self.folder / key[:2] / f"{key}.webp"
-        try:
-            return path.read_bytes()
-        except OSError:
-            pass
+        path = self.path(real_path, st)
+        found = self.cached(real_path, st)
+        if found is not None:
+            return found
         data = render_preview(Path(real_path), side=self.side)
-        tmp = path.with_name(f".{key}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)

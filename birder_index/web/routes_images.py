@@ -258,6 +258,35 @@ def thumb(request: Request, state: State, image_id: int) -> Response:
     return Response(state.previews.get(real, st), media_type="image/webp", headers=headers)
 
 
+@router.get("/thumbs")
+def thumbs(state: State, ids: Annotated[str, Query(pattern=r"^\d+(,\d+){0,199}$")]) -> dict[str, Any]:
+    """The previews already made of up to 200 photos in one answer (base64 WebP by id), and the ids of the others,
+    to ask for one by one (/api/thumb/{id} makes them, or says why it cannot): a page of 100 thumbnails in one
+    request instead of 100, six at a time. The same checks as /api/thumb/{id}."""
+    import base64
+
+    from birder_index.search import image_details
+
+    wanted = [int(i) for i in ids.split(",")]
+    rows = image_details(state.holder.index, wanted)
+    root = state.holder.root
+    found: dict[str, str] = {}
+    missing: list[int] = []
+    for image_id in wanted:
+        data = None
+        row = rows.get(image_id)
+        if row is not None and root is not None:
+            try:
+                data = state.previews.cached(*photo_file(root, row.path))
+            except (Refused, OSError):
+                data = None
+        if data is None:
+            missing.append(image_id)
+        else:
+            found[str(image_id)] = base64.b64encode(data).decode("ascii")
+    return {"thumbs": found, "missing": missing}
+
+
 @router.get("/original/{image_id}", response_class=FileResponse)
 def original(state: State, image_id: int) -> FileResponse:
     """The photo file itself, for a photo of the index inside its photo folder."""

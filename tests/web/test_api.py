@@ -124,6 +124,14 @@ def test_thumbnails_are_made_once_upright_and_cached_beside_the_index(client: Cl
         assert img.size == (60, 120)
     cached = list((collection / ".birder-index" / "thumbs-cache").rglob("*.webp"))
     assert len(cached) == 1
+    other = image_id(c, "photo02.png")
+    batch = c.get("/api/thumbs", params={"ids": f"{tid},{other},999"}).json()
+    assert batch["missing"] == [other, 999]  # not made yet (never made here), or not in the index
+    import base64
+
+    assert base64.b64decode(batch["thumbs"][str(tid)]) == first.content  # the one made, in one answer
+    assert c.get("/api/thumbs", params={"ids": "1;2"}).status_code == 422
+    assert c.get("/api/thumbs", params={"ids": ",".join(["1"] * 201)}).status_code == 422
     again = c.get(f"/api/thumb/{tid}", headers={"if-none-match": first.headers["etag"]})
     assert again.status_code == 304
     assert c.get(f"/api/thumb/{tid}").content == first.content

@@ -164,6 +164,12 @@ def test_files_only_from_inside_the_photo_folder(client: Client, collection: Pat
     for url in (f"/api/thumb/{link['id']}", f"/api/original/{link['id']}", "/api/file?path=photo03.jpg"):
         r = c.get(url)
         assert r.status_code == 403 and "symlink" in r.json()["detail"], url
+    # a preview made of it while it was inside (as a cache from before the link) is not handed out either
+    from birder_index.indexer.previews import PreviewCache
+
+    cache = PreviewCache(collection / ".birder-index" / "thumbs-cache")
+    cache.get(str(secret), os.stat(secret))
+    assert c.get("/api/thumbs", params={"ids": str(link["id"])}).json() == {"thumbs": {}, "missing": [link["id"]]}
     assert c.get("/static/../index.db").status_code == 404
     assert c.get("/static/%2e%2e/%2e%2e/__init__.py").status_code == 404
 

@@ -64,7 +64,8 @@ export function card(img, { onOpen, thumb, extra = [], classes = "", title, acti
     "aria-label": `${img.name}: ${title || "search with this photo"}` }, image);
   image.addEventListener("load", () => button.classList.add("loaded"));
   image.addEventListener("error", () => button.classList.add("broken"));
-  image.src = thumb || `/api/thumb/${img.id}`;
+  if (thumb) image.src = thumb;
+  else preview(image, img.id);
   if (onOpen) button.addEventListener("click", (event) => onOpen(img, event));
   else button.disabled = true;
   const meta = [resolution(img), bytes(img.size)].filter(Boolean).join(" · ");
@@ -75,6 +76,33 @@ export function card(img, { onOpen, thumb, extra = [], classes = "", title, acti
       h("div", { class: "meta", title: img.folder ? `in ${img.folder}` : "" }, meta || " "),
       extra,
       actions.length ? h("div", { class: "actions" }, actions) : null));
+}
+
+// Previews of the cards made in one go are asked for together: those the server has made already come in one
+// answer (a grid of 100 is one request, not 100 six at a time); the others one by one, which makes them.
+let waiting = [];
+export function preview(image, id) {
+  waiting.push([image, id]);
+  if (waiting.length === 1) setTimeout(flushPreviews, 0);
+}
+
+async function flushPreviews() {
+  const batch = waiting;
+  waiting = [];
+  for (let start = 0; start < batch.length; start += 200) {
+    const part = batch.slice(start, start + 200);
+    let found = { thumbs: {}, missing: part.map(([, id]) => id) };
+    try {
+      const response = await fetch(`/api/thumbs?ids=${[...new Set(part.map(([, id]) => id))].join(",")}`, { credentials: "same-origin" });
+      if (response.ok) found = await response.json();
+    } catch (e) {
+      // the server cannot be reached: each image says so on its own below
+    }
+    for (const [image, id] of part) {
+      const data = found.thumbs[id];
+      image.src = data ? `data:image/webp;base64,${data}` : `/api/thumb/${id}`;
+    }
+  }
 }
 
 export function scoreLine(score, label = "") {
