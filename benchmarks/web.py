@@ -1,6 +1,6 @@
 """`birder-index serve`: how fast the page's two commonest requests answer, against the issue's targets.
 
-    python benchmarks/web.py search [--rows 1000000] [--dim 512] [--queries 300]
+    python benchmarks/web.py search [--rows 1000000] [--dim 512] [--queries 300] [--keep DIR]
     python benchmarks/web.py grid --photos PHOTOS --weights MODEL.pt2 [--copies 2] [--loads 5]
 
 search: a collection of --rows synthetic embeddings (benchmarks/synthetic.py's generator, as `dedup.py scale`
@@ -42,6 +42,7 @@ from realdata import OUT
 from birder_index.indexer import BuildOptions
 from birder_index.indexer import ModelSpec
 from birder_index.indexer import build_index
+from birder_index.indexer import describe
 from birder_index.indexer import import_embeddings
 from birder_index.indexer import open_index
 from birder_index.web import Address
@@ -80,17 +81,22 @@ def ms(s: dict[str, float], scale: float = 1.0) -> str:
 def search(args: argparse.Namespace) -> dict[str, Any]:
     from dedup import GEN  # the generator dedup.py's scale benchmark uses (benchmarks/synthetic.py)
 
-    work = Path(tempfile.mkdtemp(prefix="web-bench-", dir=args.work))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="web-bench-", dir=args.work))
     try:
         t0 = time.perf_counter()
-        x = GEN.sample(args.rows, args.dim, seed=0)
-        np.save(work / "x.npy", x)
-        del x
-        (work / "x.txt").write_text("\n".join(f"f{i % 100:02d}/{i:08d}.jpg" for i in range(args.rows)))
-        report = import_embeddings(work / "x.npy", work / "index", paths_file=work / "x.txt")
-        (work / "x.npy").unlink()
+        if not (work / "index" / "index.db").exists():
+            work.mkdir(parents=True, exist_ok=True)
+            x = GEN.sample(args.rows, args.dim, seed=0)
+            np.save(work / "x.npy", x)
+            del x
+            (work / "x.txt").write_text("\n".join(f"f{i % 100:02d}/{i:08d}.jpg" for i in range(args.rows)))
+            import_embeddings(work / "x.npy", work / "index", paths_file=work / "x.txt")
+            (work / "x.npy").unlink()
         made = time.perf_counter() - t0
-        print(f"{args.rows} x {args.dim} imported in {made:.0f}s: {report.factory}", flush=True)
+        with open_index(work / "index") as index:
+            factory = describe(index)["index"]["type"]
+            assert len(index.id_rows()[0]) == args.rows, "--keep holds an index of another size"
+        print(f"{args.rows} x {args.dim} imported in {made:.0f}s (0: reused): {factory}", flush=True)
         with open_index(work / "index") as index, running(index, ServeOptions(port=0)) as address:
             rng = np.random.default_rng(1)
             ids = rng.integers(1, args.rows + 1, args.queries + 10)
@@ -103,22 +109,27 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
                 client.append(seconds)
             filtered = [json.loads(get(address, f"/api/search?id={i}&k=24&folder=f07")[0])["took_ms"] / 1000
                         for i in ids[10:60]]  # fmt: skip
-            deep = [get(address, f"/api/images?offset={o}&limit=100")[1]
-                    for o in rng.integers(0, args.rows - 100, 20)]  # fmt: skip
+            offsets = rng.integers(0, args.rows - 100, 20)
+            deep = [get(address, f"/api/images?offset={o}&limit=100")[1] for o in offsets]
+            by_date = [get(address, f"/api/images?offset={o}&limit=100&sort=-date")[1] for o in offsets[:5]]
             _, folders_s = get(address, "/api/folders")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
     out = {
-        "rows": args.rows, "dim": args.dim, "factory": report.factory, "import_s": made,
+        "rows": args.rows, "dim": args.dim, "factory": factory, "import_s": made,
         "search_server": summary(server), "search_client": summary(client), "search_folder_server": summary(filtered),
-        "page_deep": summary(deep), "folders_first_s": folders_s,
+        "page_deep": summary(deep), "page_by_date": summary(by_date), "folders_first_s": folders_s,
     }  # fmt: skip
     print(
         f"search by a stored photo, k=24 ({len(server)} queries): server {ms(out['search_server'], 1000)}; "
         f"client round trip {ms(out['search_client'], 1000)}"
     )
     print(f"same, within one folder of {args.rows // 100}: server {ms(out['search_folder_server'], 1000)}")
-    print(f"a page of 100 at a random offset: {ms(out['page_deep'], 1000)}; folder list (first time): {folders_s:.2f}s")
+    print(
+        f"a page of 100 at a random offset: by path {ms(out['page_deep'], 1000)}; newest first "
+        f"{ms(out['page_by_date'], 1000)}; folder list (first time): {folders_s:.2f}s"
+    )
     return out
 
 
@@ -224,6 +235,7 @@ def main() -> None:
     s.add_argument("--rows", type=int, default=1_000_000)
     s.add_argument("--dim", type=int, default=512)
     s.add_argument("--queries", type=int, default=300)
+    s.add_argument("--keep", type=Path, help="make the index in this folder and keep it; reuse it if it is there")
     g = sub.add_parser("grid")
     g.add_argument("--photos", type=Path, required=True)
     g.add_argument("--weights", type=Path, required=True)

@@ -79,7 +79,7 @@ def _nearest_among(
     index: Index, xq: np.ndarray, among: np.ndarray, *, k: int, nprobe: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     among = np.unique(among)
-    total = len(index.id_rows()[0])
+    total = int(index.ann().index.ntotal)  # not id_rows(): a million ids read from the database
     if len(among) > EXACT_AMONG_MAX and total:
         depth = min(total, DEEPEST, k * int(np.ceil(2 * total / len(among))))
         D, I = nearest(index, xq, k=depth, nprobe=nprobe)

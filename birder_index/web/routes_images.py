@@ -139,7 +139,6 @@ def search(
     """Nearest neighbours of a photo of the index (`id` or `path`: its stored embedding, no model needed) or of
     an uploaded photo (`upload`), among the images of a folder and/or a class when asked."""
     from birder_index.search import image_at
-    from birder_index.search import matching_ids
     from birder_index.search import search_vectors
 
     t0 = time.perf_counter()
@@ -163,7 +162,7 @@ def search(
             xq, own = index.vectors(np.array([row.id], np.int64)), row.id
             query = QueryOut(kind="image", id=row.id, name=row.path.rpartition("/")[2], path=row.path,
                              width=row.width, height=row.height)  # fmt: skip
-        among = matching_ids(index, folder=folder, label=(label_set, label) if label_set and label else None)
+        among = state.among(index, folder=folder, label=(label_set, label) if label_set and label else None)
         (hits,) = search_vectors(index, xq, k=k + (own is not None), among=among)
     hits = [h for h in hits if h.id != own][:k]  # the photo itself is the query, not a result
     rows = {r.id: r for r in image_rows(state, [h.id for h in hits])}

@@ -149,6 +149,7 @@ class AppState:
         self._encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._folders: tuple[int, dict[str, int]] | None = None
+        self._among: dict[tuple[int, str], np.ndarray] = {}
 
     @property
     def read_only(self) -> bool:
@@ -192,6 +193,26 @@ class AppState:
     def unlabelled(self, set_name: str, ids: list[int]) -> None:
         if set_name in self.suggestions:
             self.suggestions[set_name][1].difference_update(int(i) for i in ids)
+
+    def among(self, index: Index, *, folder: str | None, label: tuple[str, str] | None) -> np.ndarray | None:
+        """The ids a filtered search may return (`matching_ids`). A folder's are kept until the index changes (a
+        folder of 10,000 in a million takes about 80 ms to read, a search within it about 40); a class's are read
+        each time (the CLI may have labelled photos meanwhile, which changes no generation)."""
+        from birder_index.search import matching_ids
+
+        if not folder:
+            return matching_ids(index, label=label)
+        key = (self.holder.generation, folder)
+        found = self._among.get(key)
+        if found is None:
+            found = matching_ids(index, folder=folder)
+            assert found is not None
+            self._among = {k: v for k, v in self._among.items() if k[0] == key[0]}
+            if len(self._among) >= 32:
+                self._among.pop(next(iter(self._among)))
+            self._among[key] = found
+        labelled = matching_ids(index, label=label) if label is not None else None
+        return found if labelled is None else np.intersect1d(found, labelled)
 
     def add_plan(self, actions: list[Action], move_to: Path | None) -> PendingPlan:
         plan = PendingPlan(uuid.uuid4().hex[:16], actions, move_to)

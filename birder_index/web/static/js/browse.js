@@ -10,12 +10,12 @@ export async function render(root, params, app) {
     offset: Math.max(0, Number(params.get("offset")) || 0),
     sort: params.get("sort") || "path",
     folder: params.get("folder") || "",
-    status: params.get("status") || "indexed",
+    status: params.get("status") || "all",
   };
   const go = (change) => app.go("browse", { ...state, ...change });
   const sortSelect = select([["path", "by path"], ["date", "oldest first"], ["-date", "newest first"]], state.sort, { "aria-label": "order" });
   const folderSelect = select([["", "every folder"]], state.folder, { "aria-label": "folder" });
-  const statusSelect = select([["indexed", "indexed"], ["failed", "failed"], ["pending", "pending"], ["all", "all"]], state.status, { "aria-label": "status" });
+  const statusSelect = select([["all", "every file"], ["indexed", "indexed only"], ["failed", "failed only"], ["pending", "pending only"]], state.status, { "aria-label": "status" });
   const pager = h("div", { class: "pager" });
   const body = h("section", { "aria-label": "photos" }, h("p", { class: "muted" }, "Loading…"));
   append(root, h("div", { class: "toolbar" }, sortSelect, folderSelect, statusSelect, h("span", { class: "grow" }), pager), body);
@@ -38,10 +38,12 @@ export async function render(root, params, app) {
     append(body, h("div", { class: "notice" }, state.status === "failed" ? "No file failed: every photo was indexed." : "No photos here."));
     return;
   }
-  if (state.status === "indexed") {
-    append(body, h("div", { class: "grid" }, page.items.map((img) => card(img, {
+  if (state.status === "indexed" || state.status === "all") {
+    append(body, h("div", { class: "grid" }, page.items.map((img) => img.status === "indexed" ? card(img, {
       onOpen: (i) => app.go("search", { id: i.id }),
       extra: h("div", { class: "meta" }, date(img.mtime)),
+    }) : card(img, { // not searchable: its reason instead of a search
+      extra: h("div", { class: "line" }, h("span", { class: "badge unknown" }, img.status), h("span", { class: "meta", title: img.error || "" }, img.error || "waiting for the next build")),
     }))));
     return;
   }

@@ -65,6 +65,7 @@ export function card(img, { onOpen, thumb, extra = [], classes = "", title, acti
   image.addEventListener("load", () => button.classList.add("loaded"));
   image.addEventListener("error", () => button.classList.add("broken"));
   if (thumb) image.src = thumb;
+  else if (img.status === "failed") button.classList.add("broken"); // the build could not read it either
   else preview(image, img.id);
   if (onOpen) button.addEventListener("click", (event) => onOpen(img, event));
   else button.disabled = true;

@@ -41,7 +41,8 @@ export async function render(root, params, app) {
   const marks = h("section", { "aria-label": "not duplicates" });
   append(root, h("h2", null, "Duplicates"), form, jobBox, results, actions, marks, history);
 
-  api("/api/dedup/calibration").then((cal) => {
+  const showCalibration = () => api("/api/dedup/calibration").then((cal) => {
+    clear(calibration);
     if (!cal) {
       append(calibration, "No stored calibration: the first run calibrates the threshold on a sample of the collection (it embeds variants of sampled photos: a minute or more on a CPU).");
       return;
@@ -49,6 +50,7 @@ export async function render(root, params, app) {
     precision.value = cal.precision;
     append(calibration, `Stored calibration: threshold ${cal.threshold.toFixed(4)}${cal.thumbnail_min ? ` and thumbnail bar ${cal.thumbnail_min.toFixed(3)}` : ""} for precision ${cal.precision} (estimated ${cal.estimated_precision.toFixed(3)} on ${cal.sample} photos).`);
   }).catch((e) => app.fail(e));
+  showCalibration();
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -59,7 +61,10 @@ export async function render(root, params, app) {
     try {
       const done = await runJob(api("/api/dedup/run", { method: "POST", body }), (job) => append(clear(jobBox), progress(job)));
       clear(jobBox);
-      if (done.calibration && done.calibration.fresh) app.say(`calibrated: threshold ${done.calibration.threshold.toFixed(4)} for precision ${done.calibration.precision}`);
+      if (done.calibration && done.calibration.fresh) {
+        app.say(`calibrated: threshold ${done.calibration.threshold.toFixed(4)} for precision ${done.calibration.precision}`);
+        showCalibration();
+      }
       page = 0;
       app.mark("duplicates", {});
       await load();

@@ -51,21 +51,22 @@ export async function render(root, params, app) {
 
   // -- label photos: a page of the collection, selected by click (shift: a range, ctrl/cmd: add one) ---------------
   async function photos() {
-    const page = await api(`/api/images${query({ offset, limit: PAGE, status: "indexed", label_set: setName })}`);
+    const page = await api(`/api/images${query({ offset, limit: PAGE, label_set: setName })}`);
     const selected = new Set();
     let anchor = null;
     const cards = page.items.map((img) => {
-      const badge = h("span", { class: `badge ${img.label ? "label" : ""}` }, img.label || "unlabelled");
+      const indexed = img.status === "indexed";
+      const badge = h("span", { class: `badge ${img.label ? "label" : indexed ? "" : "unknown"}` }, img.label || (indexed ? "unlabelled" : `${img.status}: cannot be labelled`));
       const c = card(img, {
         title: "select",
-        onOpen: (i, event) => toggle(i, event),
+        onOpen: indexed ? (i, event) => toggle(i, event) : null,
         extra: h("div", { class: "line" }, badge),
       });
       c.badge = badge;
       return c;
     });
     const byId = new Map(cards.map((c) => [Number(c.dataset.id), c]));
-    const order = page.items.map((i) => i.id);
+    const order = page.items.filter((i) => i.status === "indexed").map((i) => i.id);
     const count = h("strong", null, "0 selected");
     const labelInput = h("input", { type: "text", list: "classes", placeholder: "label", "aria-label": "label", disabled: ro });
     const datalist = h("datalist", { id: "classes" });

@@ -70,6 +70,7 @@ async function route() {
   const { name, params } = parse();
   for (const a of document.querySelectorAll(".top nav a")) a.classList.toggle("active", a.dataset.view === name);
   if (current && current.cleanup) current.cleanup();
+  for (const m of document.querySelectorAll("#messages .message:not(.error)")) m.remove(); // news of the last view
   const mine = (current = { name, cleanup: null });
   clear(view);
   document.title = `${name[0].toUpperCase()}${name.slice(1)} · birder-index`;
