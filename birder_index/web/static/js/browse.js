@@ -4,6 +4,7 @@ import { api, query } from "./api.js";
 import { append, bytes, card, clear, date, h, plural, select } from "./dom.js";
 
 const PAGE = 100;
+export const needsInfo = false;
 
 export async function render(root, params, app) {
   const state = {

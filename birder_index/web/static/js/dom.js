@@ -92,16 +92,32 @@ async function flushPreviews() {
   waiting = [];
   for (let start = 0; start < batch.length; start += 200) {
     const part = batch.slice(start, start + 200);
-    let found = { thumbs: {}, missing: part.map(([, id]) => id) };
+    const found = new Map();
     try {
       const response = await fetch(`/api/thumbs?ids=${[...new Set(part.map(([, id]) => id))].join(",")}`, { credentials: "same-origin" });
-      if (response.ok) found = await response.json();
+      if (response.ok) {
+        const body = await response.arrayBuffer();
+        let offset = 0;
+        for (const entry of (response.headers.get("x-thumbs") || "").split(",").filter(Boolean)) {
+          const [id, length] = entry.split(":").map(Number);
+          found.set(id, new Blob([new Uint8Array(body, offset, length)], { type: "image/webp" }));
+          offset += length;
+        }
+      }
     } catch (e) {
       // the server cannot be reached: each image says so on its own below
     }
     for (const [image, id] of part) {
-      const data = found.thumbs[id];
-      image.src = data ? `data:image/webp;base64,${data}` : `/api/thumb/${id}`;
+      const blob = found.get(id);
+      if (!blob) {
+        image.src = `/api/thumb/${id}`;
+        continue;
+      }
+      const url = URL.createObjectURL(blob);
+      const release = () => URL.revokeObjectURL(url);
+      image.addEventListener("load", release, { once: true });
+      image.addEventListener("error", release, { once: true });
+      image.src = url;
     }
   }
 }

@@ -14,6 +14,7 @@ let current = null; // { name, cleanup }
 
 export const app = {
   info: null,
+  ready: null, // the first /api/info, which most views wait for
 
   go(name, params = {}) {
     const text = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")).toString();
@@ -75,6 +76,7 @@ async function route() {
   clear(view);
   document.title = `${name[0].toUpperCase()}${name.slice(1)} · birder-index`;
   try {
+    if (VIEWS[name].needsInfo !== false) await app.ready; // Browse draws while /api/info is on its way
     const cleanup = await VIEWS[name].render(view, params, app);
     if (current === mine) mine.cleanup = cleanup || null;
     else if (cleanup) cleanup();
@@ -88,12 +90,8 @@ async function start() {
     // the address carried the server's token: the cookie holds it now, so it leaves the address bar and history
     history.replaceState(null, "", `${location.pathname}${location.hash}`);
   }
-  try {
-    await app.refreshInfo();
-  } catch (e) {
-    append(clear(view), h("div", { class: "notice error" }, e.message));
-    return;
-  }
+  app.ready = app.refreshInfo();
+  app.ready.catch((e) => append(clear(view), h("div", { class: "notice error" }, e.message)));
   window.addEventListener("hashchange", route);
   await route();
 }
