@@ -136,7 +136,10 @@ class SecurityMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # the app has none: nothing gets past the checks this way either
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
@@ -144,13 +147,13 @@ class SecurityMiddleware:
         if refusal is not None:
             await refusal(send)
             return
-        entry = scope["path"] == "/" and b"token=" in scope.get("query_string", b"")  # checked above
+        entry = self.entry(scope)  # its token was checked above
         cookie = f"{self.guard.cookie}={self.guard.token}; HttpOnly; SameSite=Strict; Path=/".encode()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if entry:  # the cookie, and the answer never cached (its address carries the token)
+                if entry is not None:  # the cookie, and the answer never cached (its address carries the token)
                     headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
                     headers += [(b"set-cookie", cookie), (b"cache-control", b"no-store")]
                 message["headers"] = [*headers, *SECURITY_HEADERS]
@@ -158,23 +161,31 @@ class SecurityMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
+    @staticmethod
+    def entry(scope: Scope) -> str | None:
+        """The token given in the page's address (`GET /?token=...`), or None for any other request."""
+        if scope["method"] != "GET" or scope["path"] != "/":
+            return None
+        given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+        return given[0] if given else None
+
     def refusal(self, scope: Scope, headers: dict[str, str]) -> Callable[[Send], Awaitable[None]] | None:
         """What to answer instead of the application, or None to let the request through."""
         g = self.guard
         if not g.host_allowed(headers.get("host", "")):
             return _answer(400, "this server answers only to its own address (the Host header names another)")
-        method, path = scope["method"], scope["path"]
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        path = scope["path"]
         from_header = _bearer(headers.get("authorization")) or headers.get(TOKEN_HEADER)
         from_cookie = _cookie(headers.get("cookie", ""), g.cookie)
-        if method == "GET" and path == "/" and "token" in query:
+        entry = self.entry(scope)
+        if entry is not None:
             # the page itself, with the cookie; its script drops the token from the address bar and the history
-            return None if g.token_ok(query["token"][0]) else _answer(401, NO_TOKEN_PAGE, html=True)
+            return None if g.token_ok(entry) else _answer(401, NO_TOKEN_PAGE, html=True)
         if not (g.token_ok(from_header) or g.token_ok(from_cookie)):
             if path.startswith("/api/"):
                 return _answer(401, "this server needs its token: open the address `birder-index serve` printed")
             return _answer(401, NO_TOKEN_PAGE, html=True)
-        if method not in ("GET", "HEAD"):
+        if scope["method"] not in ("GET", "HEAD"):
             return self._change_refusal(scope, headers, token_in_header=g.token_ok(from_header))
         return None
 

@@ -54,6 +54,8 @@ def test_the_address_with_the_token_sets_a_cookie(collection: Path) -> None:
     )
     assert c.get("/static/js/main.js").status_code == 200  # the client kept the cookie
     assert "set-cookie" not in c.get("/static/js/main.js").headers
+    assert "set-cookie" not in c.get("/?xtoken=1").headers  # only the entry address sets it
+    assert bare(collection).get("/?xtoken=" + TOKEN).status_code == 401
     page = c.get("/")
     assert page.status_code == 200 and '<script type="module" src="/static/js/main.js">' in page.text
     csp = page.headers["content-security-policy"]
@@ -194,3 +196,15 @@ def test_uploads_are_limited_and_must_be_images(collection: Path, client: Client
     assert c.post("/api/uploads", content=b"", headers={"content-type": "image/jpeg"}).status_code == 422
     assert c.post("/api/uploads", json={"a": 1}).status_code == 415  # JSON is not an image upload
     index.close()
+
+
+def test_websockets_are_closed(collection: Path) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    c = bare(collection)
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        c.websocket_connect("/api/info", headers={"x-birder-token": TOKEN}),
+    ):
+        pass
+    assert closed.value.code == 1008
