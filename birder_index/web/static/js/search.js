@@ -104,8 +104,11 @@ export async function render(root, params, app) {
   if (!state.id && !state.upload && !state.path) {
     append(queryBox, h("p", { class: "muted" }, "Search the collection with a photo: one of yours, or any photo of the index (Browse, or a click on any result)."));
     append(results, h("div", { class: "notice" }, app.info.can_embed
-      ? "Drop a photo on this page to see the photos of the index nearest to it."
-      : "This index holds imported embeddings without their model: search with a photo of the index (Browse)."));
+      ? "Drop a photo on this page to see the photos of the index nearest to it, or start from one of these."
+      : "This index holds imported embeddings without their model: search with a photo of the index, such as these."));
+    api(`/api/images${query({ limit: 24, status: "indexed" })}`).then((page) => append(results,
+      h("div", { class: "grid" }, page.items.map((img) => card(img, { onOpen: (i) => app.go("search", { ...params_(), id: i.id }) })))))
+      .catch((e) => app.fail(e));
     return () => document.removeEventListener("paste", pasted);
   }
 
