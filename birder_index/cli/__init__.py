@@ -13,6 +13,7 @@ from birder_index.cli import fewshot
 from birder_index.cli import maintenance
 from birder_index.cli import models
 from birder_index.cli import search
+from birder_index.cli import serve
 from birder_index.cli.app import cli
 
-__all__ = ["build", "cli", "dedup", "fewshot", "maintenance", "models", "search"]
+__all__ = ["build", "cli", "dedup", "fewshot", "maintenance", "models", "search", "serve"]

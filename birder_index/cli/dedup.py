@@ -296,15 +296,11 @@ def _skipped_lines(skipped: list[tuple[Action, str]], *, would: bool) -> list[st
 def _refresh(index: Index, *, quiet: bool) -> None:
     """Bring the index up to date after files moved (as a build would), in the same metadata database."""
     from birder_index.cli.build import build_summary
-    from birder_index.indexer import BuildOptions
-    from birder_index.indexer import build_index
+    from birder_index.dedup import refresh_index
 
-    root = index.root
-    if root is None:
-        return
-    db = index.engine.url.render_as_string(hide_password=False)
-    report = build_index(root, index_dir=index.dir, options=BuildOptions(db=db))
-    click.echo(f"index updated: {build_summary(report)}", err=quiet)
+    report = refresh_index(index)
+    if report is not None:
+        click.echo(f"index updated: {build_summary(report)}", err=quiet)
 
 
 @dedup.command("undo")

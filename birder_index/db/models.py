@@ -172,3 +172,14 @@ class DedupAction(Base):
     keeper_sha256: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="planned")  # planned, done, skipped, undone
     reason: Mapped[str | None] = mapped_column(Text)  # why it was skipped
+
+
+class NotDuplicate(Base):
+    """A pair of images a person said are not duplicates: `dedup` never groups them, and the calibration may take
+    them as known negatives. One row per pair, the smaller id first; a group is marked as all of its pairs. Ids are
+    never reused (AUTOINCREMENT), and a renamed or moved file keeps its id, so a mark follows its photos."""
+
+    __tablename__ = "not_duplicates"
+    a_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    b_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,10 +10,12 @@ from typing import Any
 from typing import TypeVar
 
 import numpy as np
+from sqlalchemy import and_
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import select
+from sqlalchemy import tuple_
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -29,6 +31,7 @@ from birder_index.db.models import LabelSet
 from birder_index.db.models import Meta
 from birder_index.db.models import MetaKey
 from birder_index.db.models import Model
+from birder_index.db.models import NotDuplicate
 from birder_index.db.models import Prediction
 from birder_index.db.models import utcnow
 
@@ -217,6 +220,95 @@ def image_by_path(s: Session, path: str) -> Image | None:
     return s.scalars(select(Image).where(Image.path == path)).first()
 
 
+# -- images: browsing ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """What a page shows of an image: no ORM object, so it outlives its session."""
+
+    id: int
+    path: str  # relative to the collection root, "/"-separated
+    size: int | None
+    mtime_ns: int | None
+    width: int | None
+    height: int | None
+    status: str
+    error: str | None
+
+
+_ROW_COLUMNS = (Image.id, Image.path, Image.size, Image.mtime_ns, Image.width, Image.height, Image.status, Image.error)
+SORTS = ("path", "date", "-date")  # by path; by file date, oldest or newest first
+
+
+def _under(s: Session, prefix: str | None) -> Any:
+    """Rows whose path lies in the folder `prefix` (relative, "/"-separated) or below; every row for None or "".
+    An exact prefix comparison: LIKE would read `_` and `%` as wildcards and, in SQLite, ignore ASCII case. In
+    SQLite, whose text compares byte by byte, a range on the path's index ("a/" <= path < "a0") finds the rows
+    first ('0' follows '/'), so a folder of 10,000 in a million is read without a scan of the rest; other
+    databases may collate otherwise, and compare the prefix alone."""
+    folder = (prefix or "").strip("/")
+    if not folder:
+        return Image.id.is_not(None)
+    exact = func.substr(Image.path, 1, len(folder) + 1) == folder + "/"
+    if s.get_bind().dialect.name == "sqlite":
+        return and_(Image.path >= folder + "/", Image.path < folder + "0", exact)
+    return exact
+
+
+def _has_status(status: str) -> Any:
+    """`status = X` for a filter over most rows (indexed): written so that no database reads them through the
+    status index, which holds nearly every row under that one value (SQLite then read a million rows to sort them
+    by path for a page of 100); a rare status (failed, pending) is best found through it."""
+    if status == INDEXED:
+        return func.coalesce(Image.status, "") == status
+    return Image.status == status
+
+
+def browse_images(
+    s: Session, *, offset: int = 0, limit: int = 100, sort: str = "path", folder: str | None = None,
+    status: str | None = None,
+) -> list[ImageRow]:  # fmt: skip
+    """One page of images in a stable order (ties by id), optionally those of one folder or one status."""
+    order = {"path": (Image.path,), "date": (Image.mtime_ns, Image.id), "-date": (Image.mtime_ns.desc(), Image.id)}
+    stmt = select(*_ROW_COLUMNS).where(_under(s, folder)).order_by(*order[sort]).offset(offset).limit(limit)
+    if status is not None:
+        stmt = stmt.where(_has_status(status))
+    return [ImageRow(*row) for row in s.execute(stmt)]
+
+
+def count_images(s: Session, *, folder: str | None = None, status: str | None = None) -> int:
+    stmt = select(func.count()).select_from(Image).where(_under(s, folder))
+    if status is not None:
+        stmt = stmt.where(Image.status == status if not folder else _has_status(status))
+    return int(s.execute(stmt).scalar_one())
+
+
+def image_rows(s: Session, ids: Iterable[int]) -> dict[int, ImageRow]:
+    out: dict[int, ImageRow] = {}
+    for chunk in _chunks(sorted({int(i) for i in ids})):
+        out.update({row[0]: ImageRow(*row) for row in s.execute(select(*_ROW_COLUMNS).where(Image.id.in_(chunk)))})
+    return out
+
+
+def indexed_ids_under(s: Session, folder: str) -> np.ndarray:
+    """Ids of the indexed images in a folder (or below), sorted."""
+    rows = s.execute(select(Image.id).where(_has_status(INDEXED), _under(s, folder)))
+    return np.sort(np.array([r[0] for r in rows], np.int64))
+
+
+def folder_counts(s: Session) -> dict[str, int]:
+    """Every folder holding indexed images ("" for the root), with the number of images at or below it."""
+    out: dict[str, int] = {}
+    for (path,) in s.execute(select(Image.path).where(Image.status == INDEXED)):
+        parts = path.split("/")[:-1]
+        out[""] = out.get("", 0) + 1
+        for depth in range(1, len(parts) + 1):
+            key = "/".join(parts[:depth])
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 # -- labels -----------------------------------------------------------------------------------------------------------
 
 
@@ -280,6 +372,47 @@ def remove_labels(s: Session, set_name: str, *, label: str | None = None) -> int
     return int(n)
 
 
+def labelled_ids(s: Session, set_name: str, label: str) -> np.ndarray:
+    """Ids of the indexed images labelled `label` in a set, sorted."""
+    rows = s.execute(
+        select(Label.image_id)
+        .join(LabelSet, LabelSet.id == Label.set_id)
+        .join(Image, Image.id == Label.image_id)
+        .where(LabelSet.name == set_name, Label.label == label, Image.status == INDEXED)
+        .order_by(Label.image_id)
+    )
+    return np.array([r[0] for r in rows], np.int64)
+
+
+def labels_for(s: Session, set_name: str, ids: Iterable[int]) -> dict[int, str]:
+    """image id -> its label in a set, for those of `ids` that have one."""
+    set_id = label_set_id(s, set_name)
+    out: dict[int, str] = {}
+    if set_id is None:
+        return out
+    for chunk in _chunks(sorted({int(i) for i in ids})):
+        stmt = select(Label.image_id, Label.label).where(Label.set_id == set_id, Label.image_id.in_(chunk))
+        out.update({i: lab for i, lab in s.execute(stmt)})
+    return out
+
+
+def remove_image_labels(s: Session, set_name: str, ids: Sequence[int]) -> int:
+    """Take images out of a set (their label in it goes); returns how many labels went."""
+    set_id = label_set_id(s, set_name)
+    if set_id is None:
+        return 0
+    n = 0
+    for chunk in _chunks(list(ids)):
+        result = s.execute(delete(Label).where(Label.set_id == set_id, Label.image_id.in_(chunk)))
+        n += int(result.rowcount)  # type: ignore[attr-defined]
+    return n
+
+
+def label_set_names(s: Session) -> list[str]:
+    """Every label set, by name (an empty set too)."""
+    return list(s.scalars(select(LabelSet.name).order_by(LabelSet.name)))
+
+
 def unlabelled_ids(s: Session, set_name: str) -> np.ndarray:
     set_id = label_set_id(s, set_name)
     labelled = select(Label.image_id).where(Label.set_id == set_id)
@@ -304,6 +437,45 @@ def set_predictions(s: Session, set_name: str, rows: Sequence[tuple[int, str, fl
             {"image_id": i, "set_id": set_id, "label": lab, "score": sc, "method": m, "predicted_at": now}
             for i, lab, sc, m in rows
         ])  # fmt: skip
+
+
+# -- not-duplicate marks ----------------------------------------------------------------------------------------------
+
+
+def _ordered(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Pairs as stored: smaller id first, each once, no image paired with itself."""
+    return sorted({(min(int(a), int(b)), max(int(a), int(b))) for a, b in pairs if int(a) != int(b)})
+
+
+def mark_not_duplicates(s: Session, pairs: Iterable[tuple[int, int]]) -> int:
+    """Record pairs of images as not duplicates (those already marked stay as they are); returns how many are new."""
+    wanted = _ordered(pairs)
+    have: set[tuple[int, int]] = set()
+    for chunk in _chunks(wanted, 400):  # two parameters a pair
+        stmt = select(NotDuplicate.a_id, NotDuplicate.b_id).where(
+            tuple_(NotDuplicate.a_id, NotDuplicate.b_id).in_(chunk)
+        )
+        have.update((a, b) for a, b in s.execute(stmt))
+    fresh = [{"a_id": a, "b_id": b, "created_at": utcnow()} for a, b in wanted if (a, b) not in have]
+    if fresh:
+        s.execute(insert(NotDuplicate), fresh)
+    return len(fresh)
+
+
+def unmark_not_duplicates(s: Session, pairs: Iterable[tuple[int, int]]) -> int:
+    """Forget marks; returns how many went."""
+    n = 0
+    for chunk in _chunks(_ordered(pairs), 400):
+        result = s.execute(delete(NotDuplicate).where(tuple_(NotDuplicate.a_id, NotDuplicate.b_id).in_(chunk)))
+        n += int(result.rowcount)  # type: ignore[attr-defined]
+    return n
+
+
+def not_duplicate_pairs(s: Session) -> tuple[np.ndarray, np.ndarray]:
+    """(a ids, b ids) of every marked pair, a < b, sorted."""
+    rows = s.execute(select(NotDuplicate.a_id, NotDuplicate.b_id).order_by(NotDuplicate.a_id, NotDuplicate.b_id))
+    arr = np.array(rows.all(), dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0].copy(), arr[:, 1].copy()
 
 
 # -- the FAISS manifest -----------------------------------------------------------------------------------------------

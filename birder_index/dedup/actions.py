@@ -40,8 +40,12 @@ from birder_index.errors import BirderIndexError
 from birder_index.indexer.index import Index
 from birder_index.indexer.layout import fsync_dir
 from birder_index.indexer.lock import WriterLock
+from birder_index.indexer.options import BuildOptions
+from birder_index.indexer.options import BuildReport
 from birder_index.output import csv_text
 from birder_index.output import write_text
+from birder_index.progress import Progress
+from birder_index.progress import silent
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +228,9 @@ def inside(path: Path, root: Path) -> bool:
 
 
 def apply_plan(
-    index: Index, actions: Sequence[Action], *, move_to: Path | None, csv_file: Path | None = None
-) -> Outcome:
+    index: Index, actions: Sequence[Action], *, move_to: Path | None, csv_file: Path | None = None,
+    progress: Progress = silent,
+) -> Outcome:  # fmt: skip
     """Record the plan, then carry it out action by action, each after its checks; under the writer lock. The
     plan's CSV export goes to `csv_file`, by default `birder-index-plan-N.csv` in the destination folder (or, for
     deletions, the index folder)."""
@@ -241,7 +246,9 @@ def apply_plan(
         outcome = Outcome(plan_id, kind, csv=csv_file)
         write_csv(actions, csv_file)
         checker = Checker()
-        for a in actions:
+        verb = "moving" if kind == MOVE else "deleting"
+        for n, a in enumerate(actions):
+            progress(f"checking and {verb} duplicates", n, len(actions))
             reason = _check_pair(checker, a, root)
             if reason is None:
                 reason = _move(a, plan_id) if a.kind == MOVE else _delete(a.path)
@@ -249,11 +256,14 @@ def apply_plan(
     return outcome
 
 
-def check_plan(index: Index, actions: Sequence[Action]) -> list[tuple[Action, str | None]]:
+def check_plan(
+    index: Index, actions: Sequence[Action], *, progress: Progress = silent
+) -> list[tuple[Action, str | None]]:
     """A dry run: each action with the reason it would be skipped now (None: it would be carried out)."""
     root, checker = _photo_root(index), Checker()
     out = []
-    for a in actions:
+    for n, a in enumerate(actions):
+        progress("checking the plan", n, len(actions))
         reason = _check_pair(checker, a, root)
         if reason is None and a.kind == MOVE and a.dst is not None and os.path.lexists(a.dst):
             reason = (
@@ -403,6 +413,19 @@ def write_csv(actions: Sequence[Action], path: Path) -> None:
     """The plan for people (the database holds the plan `undo` trusts): action, path, destination, keeper."""
     rows = ((a.kind, str(a.path), str(a.dst) if a.dst else "", str(a.keeper), a.sha256) for a in actions)
     write_text(path, csv_text(("action", "src", "dst", "keeper", "sha256"), rows))
+
+
+def refresh_index(index: Index, *, progress: Progress = silent) -> BuildReport | None:
+    """Bring the index up to date after files moved, were deleted or came back (as a build would), in the same
+    metadata database; None for an index without a photo folder. Nothing is embedded unless files came back
+    changed. Raises IndexBusy when a build holds the index: that build takes the changes in."""
+    from birder_index.indexer.build import build_index
+
+    root = index.root
+    if root is None:
+        return None
+    db = index.engine.url.render_as_string(hide_password=False)
+    return build_index(root, index_dir=index.dir, options=BuildOptions(db=db), progress=progress)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -186,9 +186,11 @@ def calibrate(
     sample: int = 150,
     seed: int = 0,
     colour_min: float = COLOUR_MIN,
+    store: bool = True,
     progress: Progress = silent,
 ) -> Calibration:
-    """Sample photos, embed their variants, choose the threshold; stored in the index for the next run."""
+    """Sample photos, embed their variants, choose the threshold; stored in the index for the next run (unless
+    `store` is False: a reader that must not write, such as `serve --read-only`)."""
     import torch
 
     from birder_index.backbone.images import open_upright
@@ -252,23 +254,28 @@ def calibrate(
     cal = Calibration(threshold, precision, reached, recall, len(orig), len(pos), len(iu[0]),
                       index.model_row().sha256, created, colour_min, round(duplicates) + int(copies.sum()),
                       bar)  # fmt: skip
-    with session_scope(index.engine) as s:
-        q.set_json(s, MetaKey.DEDUP_CALIBRATION, cal.to_json())
+    if store:
+        with session_scope(index.engine) as s:
+            q.set_json(s, MetaKey.DEDUP_CALIBRATION, cal.to_json())
     return cal
 
 
 def stored_calibration(index: Index, precision: float, *, colour_min: float = COLOUR_MIN) -> Calibration | None:
     """The calibration an earlier run stored, if it was for this model, precision and colour check."""
-    with session_scope(index.engine) as s:
-        data = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
-    if not data:
+    cal = last_calibration(index)  # one stored before thumbnails: calibrate again, the bar is part of the answer
+    if cal is None:
         return None
-    if "thumbnail_min" not in data:  # stored before thumbnails: calibrate again, the bar is part of the answer
-        return None
-    cal = Calibration(**data)
     ok = cal.model_sha256 == index.model_row().sha256 and abs(cal.precision - precision) < 1e-9
     ok = ok and abs(cal.colour_min - colour_min) < 1e-9
     return cal if ok else None
+
+
+def last_calibration(index: Index) -> Calibration | None:
+    """The calibration an earlier run stored, whatever it was for (None if none, or one stored before thumbnails
+    were part of it)."""
+    with session_scope(index.engine) as s:
+        data = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
+    return Calibration(**data) if data and "thumbnail_min" in data else None
 
 
 def _sample(index: Index, n: int, seed: int) -> list[str]:
@@ -301,11 +308,14 @@ def resolve_threshold(
     device: str | None = None,
     colour_min: float = COLOUR_MIN,
     against: Index | None = None,
+    store: bool = True,
+    encoder: Encoder | None = None,
     progress: Progress = silent,
 ) -> tuple[float, Calibration | None, bool]:
     """(threshold, calibration, calibrated now): an explicit threshold wins; else the stored calibration for this
-    model and precision; else a new calibration (precision 0.99 by default). With `against` (deduplicating one
-    index against another of the same model), the larger of the two is calibrated: its sample says more."""
+    model and precision; else a new calibration (precision 0.99 by default), stored unless `store` is False. With
+    `against` (deduplicating one index against another of the same model), the larger of the two is calibrated:
+    its sample says more. `encoder`: the index's model, where the caller has it loaded already."""
     if threshold is not None:
         if precision is not None:
             raise BirderIndexError("give --threshold or --precision, not both")
@@ -316,7 +326,8 @@ def resolve_threshold(
     stored = None if recalibrate else stored_calibration(index, precision, colour_min=colour_min)
     if stored is not None:
         return stored.threshold, stored, False
-    progress("loading the model", 0, None)
-    encoder = index.load_encoder(device=device)
-    cal = calibrate(index, encoder, precision=precision, colour_min=colour_min, progress=progress)
+    if encoder is None:
+        progress("loading the model", 0, None)
+        encoder = index.load_encoder(device=device)
+    cal = calibrate(index, encoder, precision=precision, colour_min=colour_min, store=store, progress=progress)
     return cal.threshold, cal, True

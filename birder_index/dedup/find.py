@@ -11,6 +11,8 @@
 - Groups (star rule): images are visited in keeper order (--keep); an image not yet in a group becomes a keeper
   and takes every ungrouped image that matches it (either signal, colours agreeing). Every member matches its
   keeper, so no group is held together by a chain of pairs.
+- Pairs a person marked "not duplicates" (`marks.py`, the web app's duplicates view) are never in one group: the
+  pair is dropped, and a member is not taken into a group holding one it is marked apart from.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from birder_index.backbone.thumbnail import has_thumbnail
 from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.dedup.marks import marked_pairs
 from birder_index.dedup.pairs import Fetch
 from birder_index.dedup.pairs import similar_pairs
 from birder_index.dedup.thumbnail_pairs import thumbnail_pairs
@@ -80,10 +83,11 @@ class DedupResult:
     thumbnail_min: float = THUMBNAIL_MIN  # 0: thumbnails not compared
     unsigned: int = 0  # images the colour check could not judge (no signature), when it was on
     no_thumbnail: int = 0  # images without a thumbnail to compare (imported, or indexed before), when it was on
-    # every pair above the threshold before grouping: (a ids, b ids, similarities)
+    # every pair above the threshold before grouping (marked pairs included): (a ids, b ids, similarities)
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     )
+    kept_apart: int = 0  # pairs found that a person had marked "not duplicates": not grouped
 
     def notes(self) -> list[str]:
         """What the user should know about how far the checks went."""
@@ -99,6 +103,8 @@ class DedupResult:
                 "existed, or lost from the store): only their embeddings were compared (a new index built from the "
                 "photos has them)"
             )
+        if self.kept_apart:
+            out.append(f'{self.kept_apart} pairs marked "not duplicates" were kept apart (`birder-index serve`)')
         return out
 
     def to_json(self) -> dict[str, object]:
@@ -255,9 +261,11 @@ def twins_of(attrs: dict[str, np.ndarray]) -> dict[int, list[int]]:
 
 
 def group_stars(
-    order: np.ndarray, a: np.ndarray, b: np.ndarray, s: np.ndarray, twins: dict[int, list[int]]
-) -> list[tuple[int, list[tuple[int, float]]]]:
-    """Star groups: (keeper, [(member, score to the keeper)]) in keeper order. Identical files join together."""
+    order: np.ndarray, a: np.ndarray, b: np.ndarray, s: np.ndarray, twins: dict[int, list[int]],
+    *, apart: frozenset[tuple[int, int]] = frozenset(),
+) -> list[tuple[int, list[tuple[int, float]]]]:  # fmt: skip
+    """Star groups: (keeper, [(member, score to the keeper)]) in keeper order. Identical files join together.
+    `apart`: pairs (smaller id first) never to be in one group; the best-scoring member of such a pair is taken."""
     adjacency: dict[int, dict[int, float]] = {}
     for x, y, score in zip(a.tolist(), b.tolist(), s.tolist(), strict=True):
         adjacency.setdefault(x, {})[y] = score
@@ -275,12 +283,35 @@ def group_stars(
             for twin in twins.get(m, []):
                 if twin != keeper and twin not in grouped:
                     members.setdefault(twin, members[m])
-        if not members:
+        ranked = sorted(members.items(), key=lambda ms: -ms[1])
+        if apart:
+            ranked = _without_marked(keeper, ranked, apart)
+        if not ranked:
             continue
         grouped.add(keeper)
-        grouped.update(members)
-        groups.append((keeper, sorted(members.items(), key=lambda ms: -ms[1])))
+        grouped.update(m for m, _ in ranked)
+        groups.append((keeper, ranked))
     return groups
+
+
+def _without_marked(
+    keeper: int, ranked: list[tuple[int, float]], apart: frozenset[tuple[int, int]]
+) -> list[tuple[int, float]]:
+    """Members in score order, leaving out each one marked apart from the keeper or from a member already taken."""
+    taken: list[tuple[int, float]] = []
+    for m, score in ranked:
+        if all((min(m, other), max(m, other)) not in apart for other in (keeper, *(t for t, _ in taken))):
+            taken.append((m, score))
+    return taken
+
+
+def count_marked(a: np.ndarray, b: np.ndarray, twins: dict[int, list[int]], apart: frozenset[tuple[int, int]]) -> int:
+    """How many of the pairs found (a, b) and of identical files (`twins`) are marked apart, each pair once."""
+    if not apart:
+        return 0
+    found = {(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist(), strict=True)}
+    found.update((x, y) for x, ys in twins.items() for y in ys if x < y)
+    return len(found & apart)
 
 
 def pixel_identical(path_a: Path, path_b: Path) -> bool:
@@ -323,16 +354,63 @@ def find_duplicates(
     progress("finding near pairs", 0, None)
     if against is not None:
         return _find_across(index, against, threshold, keep, colour_min, thumbnail_min)
+    a, b, scores = _near_same_colour(index, threshold, colour_min, thumbnail_min)
+    n_unsigned, n_bare = _missing(Index.colours, colour_min, index), _missing(Index.thumbnails, thumbnail_min, index)
+    found = DedupResult(threshold, [], colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, scores))
+    return regroup(index, found, keep=keep, progress=progress)
+
+
+def regroup(index: Index, result: DedupResult, *, keep: str = "largest", progress: Progress = silent) -> DedupResult:
+    """The groups of a result's pairs, formed again as `find_duplicates` forms them: after pairs were marked "not
+    duplicates" (or unmarked) since, or with another keep policy. No pair is searched again."""
+    progress("grouping", 0, None)
     with session_scope(index.engine) as s:
         attrs = q.indexed_attributes(s)
-    a, b, scores = _near_same_colour(index, threshold, colour_min, thumbnail_min)
-    progress("grouping", 0, None)
-    stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins_of(attrs))
+    a, b, scores = result.pairs
+    known = np.isin(a, attrs["id"]) & np.isin(b, attrs["id"])  # images gone since the pairs were found
+    a, b, scores = a[known], b[known], scores[known]
+    twins = twins_of(attrs)
+    apart = marked_pairs(index)
+    stars = group_stars(keeper_order(attrs, keep), a, b, scores, twins, apart=apart)
     groups = _named(index, index, [(k, [(m, sc, "near") for m, sc in ms]) for k, ms in stars])
     _mark_exact(index, attrs, groups)
     _with_thumbnails(index, groups)
-    n_unsigned, n_bare = _missing(Index.colours, colour_min, index), _missing(Index.thumbnails, thumbnail_min, index)
-    return DedupResult(threshold, groups, colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, scores))
+    return replace(result, groups=groups, kept_apart=count_marked(a, b, twins, apart))
+
+
+def choose_keeper(index: Index, result: DedupResult, group: int, keeper_id: int) -> DedupResult:
+    """The result with another member made the keeper of group `group` (its number in `result.groups`, from 0): the
+    old keeper becomes a duplicate, and every duplicate is scored against the new keeper (cosine, thumbnail, and
+    exact where the bytes are the same). A plan made from it keeps the new keeper and checks it before acting."""
+    if not 0 <= group < len(result.groups):
+        raise BirderIndexError(f"no group {group + 1} in this result of {len(result.groups)} groups")
+    g = result.groups[group]
+    members = {m.id: m for m in g.duplicates}
+    if keeper_id == g.keeper.id:
+        return result
+    if keeper_id not in members:
+        raise BirderIndexError(f"image {keeper_id} is not in group {group + 1}")
+    new = members.pop(keeper_id)
+    others = [Member(g.keeper.id, g.keeper.path, 0.0, "near"), *members.values()]
+    ids = np.array([m.id for m in others], np.int64)
+    vectors, _ = index.fetch_normalized(np.concatenate([[keeper_id], ids]))
+    cosines = vectors[1:] @ vectors[0]
+    with session_scope(index.engine) as s:
+        rows = q.images_by_ids(s, [keeper_id, *ids.tolist()])
+    sha = rows[keeper_id].sha256 if keeper_id in rows else None
+    rescored = [
+        Member(m.id, m.path, 1.0, "exact")
+        if sha and m.id in rows and rows[m.id].sha256 == sha
+        else Member(m.id, m.path, float(c), "near")
+        for m, c in zip(others, cosines.tolist(), strict=True)
+    ]
+    chosen = Group(
+        Member(new.id, new.path, 1.0, "keeper"), sorted(rescored, key=lambda m: (m.kind != "exact", -m.score))
+    )
+    _with_thumbnails(index, [chosen])
+    groups = list(result.groups)
+    groups[group] = chosen
+    return replace(result, groups=groups)
 
 
 def _with_thumbnails(index: Index, groups: list[Group], against: Index | None = None) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import INDEXED
 from birder_index.errors import BirderIndexError
 from birder_index.fewshot.classifiers import fit_classes
 from birder_index.indexer.index import Index
@@ -117,6 +118,54 @@ def import_labels(index: Index, source: Path, set_name: str) -> LabelImport:
         q.set_labels(s, set_name, [i for i, _ in known], [label for _, label in known])
     report.labelled, report.classes = len(known), len({label for _, label in known})
     return report
+
+
+NAME_MAX = 200  # characters of a set or label name (the schema's column width)
+UNKNOWN = "unknown"  # what lookup answers below its open-set threshold: not a class anyone can assign
+
+
+def _check_name(what: str, name: str) -> str:
+    clean = name.strip()
+    if not clean or len(clean) > NAME_MAX or any(ord(c) < 32 for c in clean):
+        raise BirderIndexError(f"a {what} is 1 to {NAME_MAX} printable characters, not {name!r}")
+    return clean
+
+
+def assign_label(index: Index, set_name: str, ids: list[int], label: str) -> int:
+    """Label these images `label` in a set (created if new), replacing the label they had in it; returns how many.
+    Every id must name an indexed image (one whose embedding the set's lookups and probes can read)."""
+    set_name, label = _check_name("label set name", set_name), _check_name("label", label)
+    if label == UNKNOWN:
+        raise BirderIndexError(f"{UNKNOWN!r} is what lookup answers when no class fits; choose another label")
+    wanted = sorted({int(i) for i in ids})
+    if not wanted:
+        raise BirderIndexError("no images to label")
+    with session_scope(index.engine) as s:
+        rows = q.image_rows(s, wanted)
+        bad = [i for i in wanted if i not in rows or rows[i].status != INDEXED]
+        if bad:
+            why = "is not indexed" if bad[0] in rows else "is not in the index"
+            raise BirderIndexError(f"image {bad[0]} {why}; only indexed images can be labelled")
+        q.set_labels(s, set_name, wanted, [label] * len(wanted))
+    return len(wanted)
+
+
+def unassign_labels(index: Index, set_name: str, ids: list[int]) -> int:
+    """Take images out of a set; returns how many labels went."""
+    with session_scope(index.engine) as s:
+        return q.remove_image_labels(s, set_name, sorted({int(i) for i in ids}))
+
+
+def labels_of_images(index: Index, set_name: str, ids: list[int]) -> dict[int, str]:
+    """image id -> its label in a set, for the images that have one."""
+    with session_scope(index.engine) as s:
+        return q.labels_for(s, set_name, ids)
+
+
+def label_sets(index: Index) -> list[str]:
+    """The names of the index's label sets."""
+    with session_scope(index.engine) as s:
+        return q.label_set_names(s)
 
 
 def label_summary(index: Index, *, set_name: str | None = None) -> list[tuple[str, str, int]]:

@@ -145,24 +145,61 @@ def _lookups(index: Index, names: list[str], xq: np.ndarray, ls: LabelledSet, cl
     return out
 
 
+@dataclass(frozen=True)
+class Suggestions:
+    """The likeliest classes of every unlabelled photo of a set, least confident first: what a person should
+    look at first when labelling (`birder-index serve`'s labels view)."""
+
+    set_name: str
+    method: str
+    classes: list[str]
+    threshold: float  # the open-set threshold: a best score below it reads "unknown"
+    ids: np.ndarray  # (n,) unlabelled image ids, least confident first
+    top: np.ndarray  # (n, k) class indices, best first
+    scores: np.ndarray  # (n, k) their scores
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def suggest_labels(
+    index: Index, set_name: str, *, method: str = "knn", k: int = 3, neighbours: int = 10,
+    min_score: float | None = None, probe_file: Path | None = None, block: int = 4096, progress: Progress = silent,
+) -> Suggestions:  # fmt: skip
+    """Score every unlabelled indexed photo against a label set (the classifier and open-set threshold of
+    `lookup`), keeping its k best classes; ordered by best score, lowest first, ties by id."""
+    ls = labelled_set(index, set_name)
+    clf, held_out = classifier(index, ls, method, neighbours=neighbours, probe_file=probe_file)
+    threshold = open_set_threshold(held_out) if min_score is None else min_score
+    with session_scope(index.engine) as s:
+        todo = q.unlabelled_ids(s, set_name)
+    k = max(1, min(k, len(ls.classes)))
+    top, best = np.zeros((len(todo), k), np.int64), np.zeros((len(todo), k), np.float32)
+    for start in range(0, len(todo), block):
+        progress("scoring unlabelled photos", start, len(todo))
+        scores = clf.scores(index.vectors(todo[start : start + block]))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top[start : start + len(order)], best[start : start + len(order)] = order, np.take_along_axis(scores, order, 1)
+    progress("scoring unlabelled photos", len(todo), len(todo))
+    rank = np.lexsort((todo, best[:, 0]))
+    return Suggestions(set_name, method, ls.classes, threshold, todo[rank], top[rank], best[rank])
+
+
 def lookup_all(
     index: Index, set_name: str, *, method: str = "knn", neighbours: int = 10, min_score: float | None = None,
     csv_file: Path | None = None, probe_file: Path | None = None, block: int = 4096,
 ) -> tuple[int, int, float]:  # fmt: skip
     """Label every unlabelled indexed photo; predictions go to the store (and `csv_file`). Returns
     (predicted, unknown, threshold)."""
-    ls = labelled_set(index, set_name)
-    clf, held_out = classifier(index, ls, method, neighbours=neighbours, probe_file=probe_file)
-    threshold = open_set_threshold(held_out) if min_score is None else min_score
-    with session_scope(index.engine) as s:
-        todo = q.unlabelled_ids(s, set_name)
-    rows: list[tuple[int, str, float, str]] = []
-    for start in range(0, len(todo), block):
-        ids = todo[start : start + block]
-        scores = clf.scores(index.vectors(ids))
-        best = scores.argmax(1)
-        for i, c, sc in zip(ids.tolist(), best.tolist(), scores.max(1).tolist(), strict=True):
-            rows.append((i, ls.classes[c] if sc >= threshold else "unknown", float(sc), method))
+    sug = suggest_labels(index, set_name, method=method, k=1, neighbours=neighbours, min_score=min_score,
+                         probe_file=probe_file, block=block)  # fmt: skip
+    threshold = sug.threshold
+    by_id = np.argsort(sug.ids, kind="stable")
+    rows: list[tuple[int, str, float, str]] = [
+        (i, sug.classes[c] if sc >= threshold else "unknown", float(sc), method)
+        for i, c, sc in zip(sug.ids[by_id].tolist(), sug.top[by_id, 0].tolist(), sug.scores[by_id, 0].tolist(),
+                            strict=True)
+    ]  # fmt: skip
     with session_scope(index.engine) as s:
         q.set_predictions(s, set_name, rows)
         paths = q.paths_of(s, [r[0] for r in rows]) if csv_file else {}

@@ -68,7 +68,7 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, *, nprobe: int | None = N
     if index.ntotal == 0 or k <= 0:
         return np.full((len(xq), max(k, 0)), -np.inf, np.float32), np.full((len(xq), max(k, 0)), -1, np.int64)
     params = None
-    if nprobe is not None and _is_gpu(index):
+    if nprobe is not None and is_gpu(index):
         gpu_index: Any = index
         gpu_index.nprobe = nprobe  # GPU indexes take it as an attribute
     elif nprobe is not None and _is_ivf(index):
@@ -78,7 +78,8 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, *, nprobe: int | None = N
     return D, I
 
 
-def _is_gpu(index: faiss.Index) -> bool:
+def is_gpu(index: faiss.Index) -> bool:
+    """A FAISS GPU index (searched on the GPU; changed only by cloning it again from the CPU index)."""
     return type(index).__name__.startswith("Gpu")
 
 

@@ -66,6 +66,7 @@ class Index:
         self._store: VectorStore | None = None
         self._signatures: dict[str, VectorStore] = {}
         self._model: Model | None = None
+        self._seen: tuple[int, str | None] | None = None  # (generation, FAISS file) when `sync` last looked
 
     # -- what the index holds -------------------------------------------------------------------------------------
     @property
@@ -128,6 +129,25 @@ class Index:
         self._store = None
         self._signatures = {}
         self._model = None
+
+    def sync(self) -> bool:
+        """Catch up with what other processes committed since this Index last looked (a build, an import, a dedup
+        move): cached rows, maps and store lengths are dropped, and a FAISS index already loaded is brought up to
+        date in memory, or reloaded where a newer file replaced it. One query when nothing changed. For a
+        long-lived reader (`birder-index serve`), called before each use; returns whether anything changed."""
+        with session_scope(self.engine) as s:
+            manifest = q.get_manifest(s)
+            seen = (q.get_int(s, MetaKey.GENERATION), manifest.file if manifest is not None else None)
+        if seen == self._seen:
+            return False
+        file_changed = self._seen is None or seen[1] != self._seen[1]
+        self._seen = seen
+        self.invalidate()
+        if self._ann is not None and (file_changed or ann.is_gpu(self._ann.index)):
+            self._ann = None
+        elif self._ann is not None:
+            self.catch_up(self._ann)
+        return True
 
     def row_map(self) -> np.ndarray:
         """Dense id -> store row (-1: not indexed). Memory-mapped from the file written beside the FAISS index
@@ -315,10 +335,12 @@ def check_model(index: Index, info: ModelInfo) -> None:
 
 
 def open_index(
-    index_dir: str | Path | None = None, *, db: str | None = None, paths: Sequence[str | Path] = ()
-) -> Index:
+    index_dir: str | Path | None = None, *, db: str | None = None, paths: Sequence[str | Path] = (),
+    below: bool = False,
+) -> Index:  # fmt: skip
     """Open an existing index: `index_dir`, else $BIRDER_INDEX_DIR, else the index whose photo folder holds `paths`
-    (a command's path arguments), else the nearest `.birder-index/` here or upwards (layout.find_index_dir).
+    (a command's path arguments), else the nearest `.birder-index/` here or upwards, else with `below` the only one
+    in a folder just below (layout.find_index_dir).
 
     The metadata may live in another SQLAlchemy database (`db`, else $BIRDER_INDEX_DB); the folder, which then
     must be named, still holds the embedding store and the FAISS files.
@@ -329,7 +351,7 @@ def open_index(
         if not folder:
             raise BirderIndexError("with a --db / BIRDER_INDEX_DB database, name the index folder with --index-dir")
         return Index(Path(folder), open_database(db))
-    directory = find_index_dir(explicit=index_dir, paths=paths)
+    directory = find_index_dir(explicit=index_dir, paths=paths, below=below)
     return Index(directory, open_database(sqlite_url(directory / DB_FILE)))
 
 

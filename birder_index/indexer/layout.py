@@ -19,13 +19,16 @@ def default_index_dir(photos: Path) -> Path:
 
 
 def find_index_dir(
-    *, explicit: str | Path | None = None, paths: Sequence[str | Path] = (), start: Path | None = None
-) -> Path:
+    *, explicit: str | Path | None = None, paths: Sequence[str | Path] = (), start: Path | None = None,
+    below: bool = False,
+) -> Path:  # fmt: skip
     """Where the index is, in this order (docs/cli.md#which-index):
 
     1. `--index-dir` (`explicit`), 2. `$BIRDER_INDEX_DIR`, 3. the index of the photo folder that holds the command's
     path arguments (`paths`: query images, a label folder, or a path of the index itself), 4. the nearest
-    `.birder-index/` in the current folder (`start`) or a parent, as git finds its repository.
+    `.birder-index/` in the current folder (`start`) or a parent, as git finds its repository, 5. with `below`
+    (commands without path arguments, such as `serve`), the only index of a folder just below the current one:
+    `birder-index build photos/` then `birder-index serve` from the same folder.
     Paths that belong to two different indexes are an error naming both."""
     if explicit:
         path = Path(explicit).expanduser()
@@ -46,10 +49,25 @@ def find_index_dir(
         candidate = folder / INDEX_DIRNAME
         if (candidate / DB_FILE).is_file():
             return candidate
+    below_here = indexes_below(here) if below else []
+    if len(below_here) == 1:
+        return below_here[0]
+    if len(below_here) > 1:
+        shown = ", ".join(str(f) for f in below_here[:3])
+        raise BirderIndexError(f"several indexes in the folders here ({shown}): choose one with --index-dir")
     raise IndexNotFound(
         "no index found for these paths, here or in any parent folder: run `birder-index build PHOTOS` first, "
         "or pass --index-dir (or set BIRDER_INDEX_DIR)"
     )
+
+
+def indexes_below(folder: Path) -> list[Path]:
+    """The `.birder-index/` folders of the folders just inside `folder` (not hidden), sorted."""
+    try:
+        children = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError:
+        return []
+    return [c / INDEX_DIRNAME for c in children if (c / INDEX_DIRNAME / DB_FILE).is_file()]
 
 
 def index_holding(path: Path) -> Path | None:

@@ -21,6 +21,7 @@ from birder_index.progress import silent
 
 if TYPE_CHECKING:
     from birder_index.backbone.encoder import Encoder
+    from birder_index.backbone.images import Decoded
 
 
 def expand_queries(queries: list[str | Path]) -> list[str]:
@@ -75,11 +76,6 @@ def embed_files(
     encoder: Encoder, files: list[str], *, exact: bool = False, batch_size: int = 32, progress: Progress = silent
 ) -> np.ndarray:
     """Decode and embed image files in batches; a file that cannot be read is a one-line error naming it."""
-    import torch
-
-    from birder_index.backbone.images import decode
-    from birder_index.errors import ImageError
-
     out = []
     for start in range(0, len(files), batch_size):
         progress("embedding the query images", start, len(files))
@@ -87,12 +83,29 @@ def embed_files(
         for f in files[start : start + batch_size]:
             if not os.path.isfile(f):
                 raise BirderIndexError(f"query not found: {f} (not a file, a folder, or a path in the index)")
-            try:
-                pixels.append(torch.from_numpy(decode(Path(f), encoder.info.preprocess.size, fast=not exact).pixels))
-            except ImageError as e:
-                raise BirderIndexError(f"cannot read query image {f}: {e}") from None
-        out.append(encoder.embed(torch.stack(pixels)).numpy())
+            pixels.append(decode_query(Path(f), encoder.info.preprocess.size, exact=exact, name=f).pixels)
+        out.append(embed_pixels(encoder, pixels))
     return np.concatenate(out)
+
+
+def decode_query(source: bytes | Path, size: tuple[int, int], *, exact: bool = False, name: str = "") -> Decoded:
+    """A query image (a file, or bytes such as an upload) decoded as the build decodes photos; an image that cannot
+    be read is a one-line error naming it and saying why."""
+    from birder_index.backbone.images import decode
+    from birder_index.errors import ImageError
+
+    try:
+        return decode(source, size, fast=not exact)
+    except ImageError as e:
+        what = f"query image {name}" if name else "the query image"
+        raise BirderIndexError(f"cannot read {what}: {e}") from None
+
+
+def embed_pixels(encoder: Encoder, pixels: list[np.ndarray]) -> np.ndarray:
+    """Raw embeddings (n, d) of decoded query images (uint8 (3, H, W) each, at the model's size)."""
+    import torch
+
+    return encoder.embed(torch.stack([torch.from_numpy(p) for p in pixels])).numpy()
 
 
 def stored_ids(index: Index, queries: list[str]) -> list[int | None]:
