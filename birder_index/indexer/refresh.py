@@ -199,7 +199,8 @@ def _tuned(
     timing = TimingContext(len(xq))
     nlist = int(state.params.get("nlist", 0))
     if nlist == 0:  # exact: recall 1.0 by construction; measure the speed
-        t = Tuning(1, 1, measure_recall(search, xq, q_ids, gt, 1, 1), queries_per_second(users_search, xq, k, 1, 1))
+        recall = measure_recall(search, xq, q_ids, gt, nprobe=1, k_factor=1)
+        t = Tuning(1, 1, recall, queries_per_second(users_search, xq, k=k, nprobe=1, k_factor=1))
     else:
         t = tune(search, xq, q_ids, gt, nlist, target=target, timed=users_search)
         state.params.update(nprobe=t.nprobe, k_factor=t.k_factor)

@@ -113,7 +113,7 @@ def recall_at(I: np.ndarray, gt: np.ndarray) -> float:
 
 
 def measure_recall(
-    search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, nprobe: int, k_factor: int
+    search: SearchFn, xq: np.ndarray, q_ids: np.ndarray, gt: np.ndarray, *, nprobe: int, k_factor: int
 ) -> float:
     """recall@k of `search` with room for the query itself (k + 1 asked, the query's own id dropped)."""
     k = gt.shape[1]
@@ -122,7 +122,7 @@ def measure_recall(
 
 
 def queries_per_second(
-    search: SearchFn, xq: np.ndarray, k: int, nprobe: int, k_factor: int, *, repeats: int = 3
+    search: SearchFn, xq: np.ndarray, *, k: int, nprobe: int, k_factor: int, repeats: int = 3
 ) -> float:
     """The median rate of `repeats` batches of all of `xq` after one warm-up batch (page cache, lookup tables): one
     timing swung by 20 % between runs of the same index."""
@@ -158,7 +158,7 @@ def tune(
     for k_factor in K_FACTORS:
         nprobe = 1
         while True:
-            recall = measure_recall(search, xq, q_ids, gt, nprobe, k_factor)
+            recall = measure_recall(search, xq, q_ids, gt, nprobe=nprobe, k_factor=k_factor)
             logger.debug("nprobe %d k_factor %d: recall %.4f", nprobe, k_factor, recall)
             if best is None or recall > best[2]:
                 best = (nprobe, k_factor, recall)
@@ -174,7 +174,9 @@ def tune(
     if not reached:
         logger.warning("recall@%d target %.3f not reached; best measured %.4f", k, target, best[2])
         reached = [best]
-    rates = [queries_per_second(timed, xq, k, nprobe, kf) for nprobe, kf, _ in reached]
+    rates = [queries_per_second(timed, xq, k=k, nprobe=nprobe, k_factor=kf) for nprobe, kf, _ in reached]
     nprobe, k_factor, recall = reached[int(np.argmax(rates))]
     # the chosen setting timed again on its own: the figure `info` prints, not the best of several noisy ones
-    return Tuning(nprobe, k_factor, recall, queries_per_second(timed, xq, k, nprobe, k_factor, repeats=5))
+    return Tuning(
+        nprobe, k_factor, recall, queries_per_second(timed, xq, k=k, nprobe=nprobe, k_factor=k_factor, repeats=5)
+    )
