@@ -39,7 +39,7 @@ from realdata import OUT
 
 K = 10
 N_QUERIES = 1000
-CHUNK = 1 << 16
+CHUNK = 1 << 14  # generator draws and copies at a time
 
 
 # -- memory ----------------------------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ class Generator:
         cluster = rng.integers(0, len(shape.centres), m)
         coords = rng.standard_normal((m, self.local_rank)).astype(np.float32)
         x = shape.centres[cluster] @ shape.basis + self.mean * shape.direction
-        x += self.spread * np.einsum("ml,mld->md", coords, shape.local[cluster])
+        for axis in range(self.local_rank):  # an einsum over local[cluster] made an (m, rank, d) copy: 5x slower
+            x += (self.spread * coords[:, axis : axis + 1]) * shape.local[cluster, axis]
         x += self.noise * rng.standard_normal((m, d)).astype(np.float32) / np.sqrt(d)
         return normalize(x)
 

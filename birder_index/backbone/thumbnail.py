@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
 
 SIDE = 16  # larger thumbnails found no other pairs on the quality benchmark (docs/dedup.md), and cost more
 THUMB_DIM = SIDE * SIDE
@@ -27,6 +26,8 @@ MIN_CONTRAST = 2.0  # grey levels (standard deviation) below which a thumbnail i
 
 def thumbnail(pixels: np.ndarray, *, side: int = SIDE) -> np.ndarray:
     """uint8 (3, H, W) pixels -> uint8 (side * side,) grey levels of a side x side box-filtered thumbnail."""
+    from PIL import Image  # here, not at the top: a search opens the thumbnail store and never makes one
+
     grey = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), pixels.astype(np.float32), axes=1)
     img = Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8))
     return np.asarray(img.resize((side, side), Image.Resampling.BOX), np.uint8).ravel()

@@ -135,6 +135,22 @@ def test_tuner_picks_the_fastest_setting_that_reaches_the_target_timing_what_use
     assert 4 / 0.012 * 0.5 < t.qps <= 4 / 0.012  # the median of batches of 4 queries sleeping 12 ms
 
 
+def test_tuner_stops_probing_more_lists_once_recall_stops_growing() -> None:
+    """At a k_factor whose candidates cap the recall, doubling nprobe up to nlist only scans the whole index."""
+    gt = np.arange(10)[None, :].repeat(4, 0)
+    probed: list[tuple[int, int]] = []
+
+    def search(xq: np.ndarray, k: int, nprobe: int, k_factor: int) -> tuple[np.ndarray, np.ndarray]:
+        probed.append((nprobe, k_factor))
+        found = min(10, k_factor + min(nprobe, 4))  # lists beyond 4 add nothing; 10 found needs k_factor >= 6
+        ids = np.where(np.arange(k) < found, np.arange(k), -1)[None, :].repeat(len(xq), 0)
+        return np.zeros(ids.shape, np.float32), ids
+
+    t = tune(search, np.zeros((4, 8), np.float32), np.full(4, 99), gt, 4096, target=1.0)
+    assert t.recall == 1.0 and t.k_factor + min(t.nprobe, 4) >= 10
+    assert max(p for p, kf in probed if kf == 1) == 8  # 8 gained nothing over 4: 4096 lists were never scanned
+
+
 def test_growth_retrains_and_removal_needs_no_rebuild(tmp_path: Path, small_flat_max: None) -> None:
     index_dir = _import(tmp_path, clustered(1500, 32), "a")
     with open_index(index_dir) as index, session_scope(index.engine) as s:
@@ -143,7 +159,7 @@ def test_growth_retrains_and_removal_needs_no_rebuild(tmp_path: Path, small_flat
     with open_index(index_dir) as index:
         with session_scope(index.engine) as s:
             m = q.get_manifest(s)
-            assert m is not None and m.trained_on == 6500 and m.factory.startswith("IVF512")
+            assert m is not None and m.trained_on == 6500 and m.factory.startswith("IVF256")  # 2 sqrt(6500) lists
             gone = [k.id for p, k in q.known_files(s).items() if p.startswith("a/")][:100]
             q.delete_images(s, gone)
             q.bump_generation(s)
