@@ -136,11 +136,14 @@ def test_unwritable_folder_suggests_index_dir(photos: Path, tiny_pt: Path) -> No
 def test_models_lists_published_weights() -> None:
     out = run("models", "vit_reg4_m16*").stdout.splitlines()
     assert out[0].split()[:3] == ["name", "architecture", "size"]  # a header
-    rows = {line[2:].split()[0]: line for line in out[1:-1]}
+    table, notes = out[1:3], out[3:]  # two models, then the footnotes
+    assert notes[0].startswith("* the default model") and "birder-index[birder]" in notes[-1]
+    rows = {line[2:].split()[0]: line for line in table}
     assert list(rows) == ["vit_reg4_m16_rms_avg_i-jepa", "vit_reg4_m16_rms_avg_i-jepa-imagenet21k"]
     assert rows["vit_reg4_m16_rms_avg_i-jepa-imagenet21k"].startswith("*")  # the default model
-    assert rows["vit_reg4_m16_rms_avg_i-jepa-imagenet21k"].split()[-2:] == ["19167", "no"]  # its head; not cached
-    assert rows["vit_reg4_m16_rms_avg_i-jepa"].split()[-2:] == ["-", "no"]  # an encoder
+    # its head, not cached, loaded by birder-index's own ViT
+    assert rows["vit_reg4_m16_rms_avg_i-jepa-imagenet21k"].split()[-3:] == ["19167", "no", "birder-index"]
+    assert rows["vit_reg4_m16_rms_avg_i-jepa"].split()[-3:] == ["-", "no", "birder-index"]  # an encoder
     long = run("models", "vit_reg4_m16_rms_avg_i-jepa", "--long").stdout
     assert "https://huggingface.co/birder-project/vit_reg4_m16_rms_avg_i-jepa/" in long and "sha256 0f5cd4e0" in long
     (entry,) = json.loads(run("models", "vit_l16_mim_400", "--json").stdout)
