@@ -29,7 +29,7 @@ def built(photos: Path, tiny_pt: Path) -> Path:
 
 
 def test_build_search_info(built: Path, photos: Path, tiny_pt: Path) -> None:
-    out = run("build", photos, "--workers", "0").output
+    out = run("build", photos, "--workers", "0").stdout
     assert out.startswith("0 indexed, 9 unchanged in")
     result = run("search", photos / "photo00.jpg", "-k", "2", "--index-dir", built)
     lines = result.output.splitlines()
@@ -60,9 +60,9 @@ def test_build_search_info(built: Path, photos: Path, tiny_pt: Path) -> None:
 def test_files_with_new_timestamps_but_the_same_content_count_as_unchanged(built: Path, photos: Path) -> None:
     for name in ("photo00.jpg", "photo01.jpg"):  # as `cp` without -p leaves them
         os.utime(photos / name, ns=(1, 1))
-    out = run("build", photos, "--workers", "0").output
+    out = run("build", photos, "--workers", "0").stdout
     assert out.startswith("0 indexed, 9 unchanged (2 with a new timestamp, same content) in"), out
-    assert run("build", photos, "--workers", "0").output.startswith("0 indexed, 9 unchanged in")
+    assert run("build", photos, "--workers", "0").stdout.startswith("0 indexed, 9 unchanged in")
 
 
 def test_index_is_found_from_a_subfolder(built: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
