@@ -94,6 +94,26 @@ def test_an_undo_that_cannot_move_a_file_says_which_and_fails(two_folders: Path,
     assert "1 files could not be moved back" in err
 
 
+def test_a_relative_move_to_is_undone_from_any_folder_and_a_failed_undo_can_be_retried(
+    two_folders: Path, tiny_pt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos = two_folders / "photos"
+    shutil.copy(photos / "p1.jpg", photos / "p1_copy.jpg")
+    build_index(photos, spec=ModelSpec(weights=tiny_pt), options=OPTS)
+    monkeypatch.chdir(photos)  # `cd photos; dedup --move-to ../aside`: the plan must not keep the relative path
+    code, out, _ = run("dedup", "--threshold", "0.999", "--move-to", "../aside", "--yes")
+    assert code == 0 and "1 files moved" in out
+    (moved,) = [p for p in (two_folders / "aside").rglob("*.jpg")]
+    monkeypatch.chdir(two_folders)
+    hidden = moved.rename(moved.with_name("hidden"))  # the moved file is away for now: the undo fails...
+    code, out, _ = run("dedup", "undo", "1", "--index-dir", photos / ".birder-index")
+    assert code == 1 and f"{moved} is missing" in out
+    hidden.rename(moved)  # ...and once it is back, a second undo restores it
+    code, out, _ = run("dedup", "undo", "1", "--index-dir", photos / ".birder-index")
+    assert code == 0 and "1 files moved back" in out
+    assert sorted(p.name for p in photos.glob("p1*.jpg")) == ["p1.jpg", "p1_copy.jpg"]
+
+
 @pytest.fixture
 def labelled(two_folders: Path) -> Path:
     assert run("label", "import", "photos/classes", "--set", "birds")[0] == 0

@@ -111,6 +111,9 @@ def plan_actions(
     keeper_index = against or index
     keeper_root = _photo_root(keeper_index)
     if move_to is not None:
+        move_to = Path(
+            os.path.abspath(move_to)
+        )  # the plan records where files went, whatever folder its undo runs from
         _check_out_of_the_scan(move_to, root)
     with session_scope(index.engine) as s:
         members = q.images_by_ids(s, [m.id for g in result.groups for m in g.duplicates])
@@ -321,9 +324,11 @@ def _record(index: Index, actions: Sequence[Action], *, kind: str, root: Path, m
         return q.add_plan(s, plan, rows)
 
 
-def _finish(index: Index, outcome: Outcome, a: Action, reason: str | None, *, done: str) -> None:
+def _finish(index: Index, outcome: Outcome, a: Action, reason: str | None, *, done: str, failed: str = SKIPPED) -> None:
+    """Record an action's outcome: `done`, or `failed` with its reason (an undo that cannot restore a file leaves
+    it DONE, still moved, so a later undo can try again)."""
     with session_scope(index.engine) as s:
-        q.set_action_state(s, outcome.plan_id, a.seq, done if reason is None else SKIPPED, reason=reason)
+        q.set_action_state(s, outcome.plan_id, a.seq, done if reason is None else failed, reason=reason)
     if reason is None:
         outcome.done.append(a)
     else:
@@ -489,7 +494,7 @@ def undo_plan(index: Index, plan_id: int) -> Outcome:
                 continue
             a = _action_of(row, plan.kind)
             reason = _restore(a, root, plan_id)
-            _finish(index, outcome, a, reason, done=UNDONE)
+            _finish(index, outcome, a, reason, done=UNDONE, failed=DONE)
     return outcome
 
 
