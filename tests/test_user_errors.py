@@ -78,6 +78,28 @@ def test_a_full_disk_during_a_build_is_one_line_and_the_next_build_goes_on(
     assert code == 0 and out.splitlines()[-1] == "healthy"
 
 
+def test_a_database_full_disk_during_a_build_is_one_line_and_the_next_build_goes_on(
+    photos: Path, tiny_pt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's SQLITE_FULL reaches the CLI through SQLAlchemy, not as an OSError (seen on a 200 KB tmpfs)."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from birder_index.indexer import build as build_module
+
+    def full(*_: object) -> None:
+        raise OperationalError("INSERT INTO images ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+    original = build_module._apply_plan
+    monkeypatch.setattr(build_module, "_apply_plan", full)
+    code, out = run("build", photos, "--weights", tiny_pt, "--workers", "0")
+    one_line_error(code, out, "cannot write the index database: the disk is full")
+    monkeypatch.setattr(build_module, "_apply_plan", original)
+    code, out = run("build", photos, "--weights", tiny_pt, "--workers", "0")
+    assert code == 0 and "8 indexed" in out
+
+
 def test_a_full_disk_during_a_move_leaves_the_photo_and_no_partial_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
