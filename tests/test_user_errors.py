@@ -81,21 +81,21 @@ def test_a_full_disk_during_a_build_is_one_line_and_the_next_build_goes_on(
 def test_a_database_full_disk_during_a_build_is_one_line_and_the_next_build_goes_on(
     photos: Path, tiny_pt: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite's SQLITE_FULL reaches the CLI through SQLAlchemy, not as an OSError (seen on a 200 KB tmpfs)."""
+    """SQLite's SQLITE_FULL is an OperationalError of SQLAlchemy's, not an OSError (seen on a 200 KB tmpfs): here
+    the build's first write of new rows meets it, inside its transaction."""
     import sqlite3
 
     from sqlalchemy.exc import OperationalError
 
-    from birder_index.indexer import build as build_module
+    from birder_index.db import queries
 
     def full(*_: object) -> None:
         raise OperationalError("INSERT INTO images ...", {}, sqlite3.OperationalError("database or disk is full"))
 
-    original = build_module._apply_plan
-    monkeypatch.setattr(build_module, "_apply_plan", full)
+    monkeypatch.setattr(queries, "insert_pending", full)
     code, out = run("build", photos, "--weights", tiny_pt, "--workers", "0")
     one_line_error(code, out, "cannot write the index database: the disk is full")
-    monkeypatch.setattr(build_module, "_apply_plan", original)
+    monkeypatch.undo()
     code, out = run("build", photos, "--weights", tiny_pt, "--workers", "0")
     assert code == 0 and "8 indexed" in out
 

@@ -67,13 +67,6 @@ class Cli(click.Group):
             where = f" ({e.filename})" if e.filename else ""
             _silence_stdout()
             raise click.ClickException(f"cannot write: {(e.strerror or str(e)).lower()}{where}") from None
-        except Exception as e:
-            # SQLite's own full-disk error reaches us through SQLAlchemy, not as an OSError; the transaction was
-            # rolled back, so, as above, nothing is half done.
-            if not type(e).__module__.startswith("sqlalchemy") or "database or disk is full" not in str(e):
-                raise
-            _silence_stdout()
-            raise click.ClickException("cannot write the index database: the disk is full") from None
 
 
 def _silence_stdout() -> None:

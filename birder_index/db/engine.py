@@ -115,8 +115,15 @@ def integrity_problems(engine: Engine, *, limit: int = 10) -> list[str]:
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed on success, rolled back on any error."""
     maker = sessionmaker(engine, expire_on_commit=False)
-    with maker() as s, s.begin():
-        yield s
+    try:
+        with maker() as s, s.begin():
+            yield s
+    except OperationalError as e:
+        # SQLite's SQLITE_FULL (PostgreSQL's DiskFull) is not an OSError; the transaction was rolled back, so, as
+        # with a full disk anywhere else, nothing is half done and it is one line (docs/robustness.md).
+        if "database or disk is full" in str(e) or "No space left on device" in str(e):
+            raise BirderIndexError("cannot write the index database: the disk is full") from None
+        raise
 
 
 def _display(url: str) -> str:
