@@ -18,6 +18,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from birder_index.db import queries as q
+from birder_index.db.engine import check_schema
+from birder_index.db.engine import connect
 from birder_index.db.engine import open_database
 from birder_index.db.engine import session_scope
 from birder_index.db.engine import sqlite_url
@@ -70,13 +72,13 @@ def build_index(
     ensure_writable(directory)
     stop = stop or threading.Event()
     try:
-        with WriterLock(directory, wait=options.wait), _stop_on_signals(stop):
-            engine = open_database(options.db or sqlite_url(directory / DB_FILE), create=True)
-            index = Index(directory, engine)
-            try:
-                report = _build(index, root, spec, options, progress, stop)
-            finally:
-                engine.dispose()
+        engine = connect(options.db or sqlite_url(directory / DB_FILE), create=True)  # connects on first use
+        try:
+            with WriterLock(directory, wait=options.wait, engine=engine), _stop_on_signals(stop):
+                check_schema(engine, create=True)
+                report = _build(Index(directory, engine), root, spec, options, progress, stop)
+        finally:
+            engine.dispose()
     except BaseException:
         if created and options.db is None:
             _remove_if_nothing_embedded(directory)
