@@ -109,6 +109,8 @@ def build_summary(r: BuildReport) -> str:
     rate = f", {r.images_per_second:.1f} images/s" if r.indexed else ""
     compiling = f" (model compiled in {r.compile_seconds:.1f}s)" if r.compile_seconds else ""
     line = f"{', '.join(parts)} in {r.seconds:.1f}s{compiling}{rate}"
+    if r.actors:
+        line += f"\non Ray: {len(r.actors)} actors embedded " + ", ".join(str(n) for n in r.actors.values()) + " photos"
     if r.interrupted:
         line += f"\nInterrupted: {r.pending} photos left; run the same command again to resume."
     if r.failed:

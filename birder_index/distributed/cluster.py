@@ -64,6 +64,7 @@ def ray_session(settings: RaySettings) -> Iterator[ModuleType]:
     """Ray connected for the block (reusing a session this process already has)."""
     ray = require_ray()
     if ray.is_initialized():
+        _quiet_ray_data(ray)
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report unless the user asked for one
@@ -82,6 +83,7 @@ def ray_session(settings: RaySettings) -> Iterator[ModuleType]:
 def _quiet_ray_data(ray: Any) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the build shows its own progress
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "Dataset ... execution finished" lines
 
 
 def plan_pool(ray: Any, settings: RaySettings) -> Pool:

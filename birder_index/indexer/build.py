@@ -227,6 +227,7 @@ def _embed(
     report.failed += counts.failed
     report.failures.extend(counts.failures)
     report.interrupted = counts.interrupted
+    report.actors = counts.actors
     report.embed_seconds, report.compile_seconds = counts.embed_seconds, counts.compile_seconds
 
 

@@ -79,6 +79,7 @@ class PipelineCounts:
     embed_seconds: float = 0.0  # from the first batch on (compiling and checking the model not included)
     compile_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    actors: dict[str, int] = field(default_factory=dict)  # with Ray: photos per actor
 
 
 def run_pipeline(

@@ -64,7 +64,8 @@ def run_ray_pipeline(
         batch_size = options.batch_size or default_batch_size(torch.device("cuda" if pool.gpus else "cpu"))
         stage = f"embedding on Ray ({pool.actors} actors)"
         progress(stage, 0, len(todo))
-        t0, done, per_actor, path_of = time.perf_counter(), 0, dict[str, int](), dict(todo)
+        t0, done, path_of = time.perf_counter(), 0, dict(todo)
+        per_actor: dict[str, int] = {}
         for rb in embed_on_ray(root, todo, recipe=recipe, settings=settings, batch_size=batch_size,
                                fast=not options.exact, stop=stop):  # fmt: skip
             batch = DecodedBatch(torch.empty(0, dtype=torch.uint8), rb.ok, rb.failed, rb.colours, rb.thumbs)
@@ -78,8 +79,7 @@ def run_ray_pipeline(
                 counts.interrupted = True
                 break
         counts.embed_seconds = time.perf_counter() - t0
-    for actor, n in sorted(per_actor.items()):
-        logger.info("Ray actor %s: %d photos (%.1f/s)", actor, n, n / max(counts.embed_seconds, 1e-9))
+    counts.actors = dict(sorted(per_actor.items()))
     if writer.counts.indexed:
         record_setting(index, encoder, options)
     counts.indexed, counts.reused, counts.failed = writer.counts.indexed, writer.counts.reused, writer.counts.failed

@@ -4,9 +4,15 @@ stores, no dashboard): the same index as a local build, failures recorded, nothi
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,3 +130,67 @@ def test_an_unreadable_photo_folder_is_one_line(cluster: object, tmp_path: Path)
     check_readable(tmp_path / "p", ["a.jpg"])  # every node reads it
     with pytest.raises(BirderIndexError, match=r"^--ray: .*/p/b\.jpg is not readable on node .* \(no such file"):
         check_readable(tmp_path / "p", ["a.jpg", "b.jpg"])
+
+
+def _indexed(index_dir: Path) -> int:
+    if not (index_dir / "index.db").exists():
+        return 0
+    try:
+        with open_index(index_dir) as index, session_scope(index.engine) as s:
+            return q.counts(s)["indexed"]
+    except BirderIndexError:  # not created yet
+        return 0
+
+
+def _wait_for_rows(index_dir: Path, alive: Callable[[], bool]) -> int:
+    deadline = time.monotonic() + 120
+    while (n := _indexed(index_dir)) == 0 and alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return n
+
+
+def test_a_killed_driver_resumes(cluster: Any, corpus: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    photos, weights, local = corpus
+    index_dir = tmp_path / "ray"
+    command = [
+        sys.executable, "-m", "birder_index", "build", str(photos), "--index-dir", str(index_dir),
+        "--weights", str(weights), "--batch-size", "2", "--ray", cluster.address, "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_rows(index_dir, lambda: proc.poll() is None)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _indexed(index_dir)
+    assert 0 < before < N - 1, "the kill did not land while the driver was writing"
+    report = build_index(photos, index_dir=index_dir, spec=ModelSpec(weights=weights), options=OPTS, ray="auto")
+    assert report.indexed == N - 1 - before  # nothing embedded twice
+    assert _state(index_dir) == _state(local)
+    with open_index(index_dir) as index:
+        assert verify_index(index).healthy
+
+
+@pytest.mark.slow  # 380 s here: Ray takes minutes to give up on the lost node's actor and blocks
+def test_a_node_removed_mid_build_loses_nothing(cluster: Any, corpus: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Last in this module: it takes a node away (and gives one back)."""
+    photos, weights, local = corpus
+    index_dir = tmp_path / "ray"
+    result: list[object] = []
+
+    def run() -> None:
+        options = BuildOptions(workers=0, batch_size=2)
+        try:
+            result.append(build_index(photos, index_dir=index_dir, spec=ModelSpec(weights=weights), options=options,
+                                      ray="auto"))  # fmt: skip
+        except BaseException as e:  # reported below
+            result.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    _wait_for_rows(index_dir, worker.is_alive)
+    victim = next(node for node in cluster.worker_nodes)
+    cluster.remove_node(victim)
+    worker.join(timeout=240)
+    cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
+    assert not worker.is_alive() and result, "the build did not finish"
+    assert not isinstance(result[0], BaseException), result[0]
+    assert _state(index_dir) == _state(local)  # every photo indexed (or failed, as locally): none lost
