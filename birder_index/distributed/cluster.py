@@ -70,7 +70,7 @@ def ray_session(settings: RaySettings) -> Iterator[ModuleType]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report unless the user asked for one
     address = None if settings.address == "auto" else settings.address
     try:
-        ray.init(address=address, logging_level=logging.WARNING, configure_logging=True)
+        ray.init(address=address, logging_level=logging.ERROR, configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise BirderIndexError(f"--ray {settings.address}: cannot connect: {str(e).splitlines()[0]}") from None
     _quiet_ray_data(ray)
@@ -83,7 +83,7 @@ def ray_session(settings: RaySettings) -> Iterator[ModuleType]:
 def _quiet_ray_data(ray: Any) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the build shows its own progress
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "Dataset ... execution finished" lines
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "Dataset ... execution finished" lines
 
 
 def plan_pool(ray: Any, settings: RaySettings) -> Pool:
