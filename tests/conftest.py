@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import make_photos
 from tests.helpers import save_vit
+from tests.postgres import Server
+from tests.postgres import running_server
+from tests.postgres import server_binaries
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +48,20 @@ def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     make_photos(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """One throwaway PostgreSQL server for the session (tests/postgres.py); skipped only where its binaries are
+    missing (CI installs Debian's `postgresql`)."""
+    bindir = server_binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; .ci/run does)")
+    with running_server(bindir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Server) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return postgres_server.create_database()

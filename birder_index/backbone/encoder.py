@@ -107,6 +107,17 @@ class Encoder:
         out = self._embed(pixels)
         return out if self._checked else self._check_precision(pixels, out)
 
+    @property
+    def precision_checked(self) -> bool:
+        """Whether the precision is final: float32, or bf16 already checked against float32."""
+        return self._checked
+
+    def accept_precision(self, checked_cosine: float | None) -> None:
+        """Take the precision this encoder was built with as final, checked elsewhere: each actor of a distributed
+        build embeds as its driver decided, so that an index never mixes precisions."""
+        self._checked = True
+        self.checked_cosine = checked_cosine
+
     def _check_precision(self, pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Compare the first photos' embeddings with float32 ones; while out of tolerance, step down (explicit
         attention, then bf16) and embed the batch again, so that every stored vector comes from one setting."""

@@ -92,7 +92,14 @@ def index_dir_option(f: F) -> F:
 
 
 def db_option(f: F) -> F:
-    return click.option("--db", metavar="URL", help="SQLAlchemy URL of the metadata database (default: SQLite).")(f)
+    return click.option(
+        "--db",
+        metavar="URL",
+        envvar="BIRDER_INDEX_DB",
+        show_envvar=True,
+        help="SQLAlchemy URL of the metadata database, e.g. postgresql://user@host/photos (default: SQLite in the "
+        "index folder).",
+    )(f)
 
 
 def model_options(f: F) -> F:

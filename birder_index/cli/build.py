@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 @index_options
 @store_dtype_option
 @db_option
+@click.option(
+    "--ray",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[auto|ADDRESS]",
+    help="Embed on a Ray cluster: `auto` (alone: --ray) finds or starts one, or a cluster's address; the photos must "
+    "be on a filesystem every node mounts at the same path (docs/scale.md).",
+)
 @quiet_option
 def build(
     photos: Path,
@@ -63,6 +72,7 @@ def build(
     target_recall: float | None,
     store_dtype: str,
     db: str | None,
+    ray: str | None,
     quiet: bool,
 ) -> None:
     """Embed and index a folder of photos, incrementally: only new and changed files are embedded.
@@ -71,6 +81,7 @@ def build(
     Example:
         birder-index build photos/ --model vit_reg4_m16_rms_avg_i-jepa-imagenet21k
         birder-index build photos/ --weights my_model.pt2
+        birder-index build /shared/photos --ray head-node:6379 --db postgresql://me@dbhost/photos
     """
     from birder_index.indexer import BuildOptions
     from birder_index.indexer import ModelSpec
@@ -83,7 +94,7 @@ def build(
         store_dtype=store_dtype,
     )  # fmt: skip
     with Reporter(quiet=quiet) as progress:
-        report = build_index(photos, index_dir=index_dir, spec=spec, options=options, progress=progress)
+        report = build_index(photos, index_dir=index_dir, spec=spec, options=options, progress=progress, ray=ray)
     click.echo(build_summary(report))
     if report.interrupted:
         sys.exit(130)
@@ -98,6 +109,8 @@ def build_summary(r: BuildReport) -> str:
     rate = f", {r.images_per_second:.1f} images/s" if r.indexed else ""
     compiling = f" (model compiled in {r.compile_seconds:.1f}s)" if r.compile_seconds else ""
     line = f"{', '.join(parts)} in {r.seconds:.1f}s{compiling}{rate}"
+    if r.actors:
+        line += f"\non Ray: {len(r.actors)} actors embedded " + ", ".join(str(n) for n in r.actors.values()) + " photos"
     if r.interrupted:
         line += f"\nInterrupted: {r.pending} photos left; run the same command again to resume."
     if r.failed:

@@ -239,7 +239,7 @@ def apply_plan(
     deletions, the index folder)."""
     kind = MOVE if move_to is not None else DELETE
     root = _photo_root(index)
-    with WriterLock(index.dir):
+    with WriterLock(index.dir, engine=index.engine):
         plan_id = _record(index, actions, kind=kind, root=root, move_to=move_to)
         if csv_file is None:
             (move_to or index.dir).mkdir(parents=True, exist_ok=True)
@@ -478,7 +478,7 @@ def undo(index: Index, plan: str) -> Outcome:
 
 def undo_plan(index: Index, plan_id: int) -> Outcome:
     """Move back every file the plan moved, each only if it is still what was moved; under the writer lock."""
-    with WriterLock(index.dir):
+    with WriterLock(index.dir, engine=index.engine):
         with session_scope(index.engine) as s:
             plan = q.get_plan(s, plan_id)
             rows = q.plan_actions(s, plan_id)
@@ -584,7 +584,7 @@ def undo_legacy_plan(index: Index, moves: list[tuple[Path, Path]]) -> Outcome:
             f"{shown}"
         )
     outcome = Outcome(0, MOVE)
-    with WriterLock(index.dir):
+    with WriterLock(index.dir, engine=index.engine):
         for a in reversed(actions):
             reason = _restore(a, root, 0)
             (outcome.done.append(a) if reason is None else outcome.skipped.append((a, reason)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -199,17 +200,21 @@ def label_folder_or_csv(
     from birder_index.indexer.layout import find_index_dir
 
     model = spec or ModelSpec()
+    db = os.environ.get("BIRDER_INDEX_DB") or None  # metadata in another database: the folder must be named
+    options = BuildOptions(db=db)
+    if db and index_dir is None:
+        raise BirderIndexError("with a BIRDER_INDEX_DB database, name the index folder with --index-dir")
     try:
-        directory = find_index_dir(explicit=index_dir, paths=[source])
+        directory = Path(index_dir) if db and index_dir else find_index_dir(explicit=index_dir, paths=[source])
     except IndexNotFound:
         if not source.is_dir() or index_dir is not None:
             raise
-        build_index(source, spec=model, options=BuildOptions(), progress=progress)
+        build_index(source, spec=model, options=options, progress=progress)
         directory = find_index_dir(paths=[source])
     with open_index(directory) as index:
         root = index.root
     if source.is_dir() and root is not None and source.resolve().is_relative_to(root):
         # incremental: only photos not yet indexed
-        build_index(root, index_dir=directory, spec=model, options=BuildOptions(), progress=progress)
+        build_index(root, index_dir=directory, spec=model, options=options, progress=progress)
     with open_index(directory) as index:
         return import_labels(index, source, set_name), directory

@@ -18,10 +18,14 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from birder_index.db import queries as q
+from birder_index.db.engine import check_schema
+from birder_index.db.engine import connect
 from birder_index.db.engine import open_database
 from birder_index.db.engine import session_scope
 from birder_index.db.engine import sqlite_url
 from birder_index.db.models import MetaKey
+from birder_index.distributed.cluster import RaySettings
+from birder_index.distributed.cluster import require_ray
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer.index import Index
@@ -56,9 +60,16 @@ def build_index(
     options: BuildOptions | None = None,
     progress: Progress = silent,
     stop: threading.Event | None = None,
+    ray: str | RaySettings | None = None,
 ) -> BuildReport:
-    """Index a photo folder (see the module docstring). `stop` ends the run cleanly after the current batch."""
+    """Index a photo folder (see the module docstring). `stop` ends the run cleanly after the current batch.
+
+    `ray`: embed on a Ray cluster ("auto", an address, or RaySettings; docs/scale.md); the scan, the plan, the
+    store and its crash safety stay here, as in a local build."""
     t0 = time.perf_counter()
+    settings = RaySettings(address=ray) if isinstance(ray, str) else ray
+    if settings is not None:
+        require_ray()  # before any work: the one-line error naming the extra
     spec = spec or ModelSpec()
     options = options or BuildOptions()
     root = Path(photos).expanduser()
@@ -70,13 +81,13 @@ def build_index(
     ensure_writable(directory)
     stop = stop or threading.Event()
     try:
-        with WriterLock(directory, wait=options.wait), _stop_on_signals(stop):
-            engine = open_database(options.db or sqlite_url(directory / DB_FILE), create=True)
-            index = Index(directory, engine)
-            try:
-                report = _build(index, root, spec, options, progress, stop)
-            finally:
-                engine.dispose()
+        engine = connect(options.db or sqlite_url(directory / DB_FILE), create=True)  # connects on first use
+        try:
+            with WriterLock(directory, wait=options.wait, engine=engine), _stop_on_signals(stop):
+                check_schema(engine, create=True)
+                report = _build(Index(directory, engine), root, spec, options, progress, stop, settings)
+        finally:
+            engine.dispose()
     except BaseException:
         if created and options.db is None:
             _remove_if_nothing_embedded(directory)
@@ -94,7 +105,13 @@ def build_index(
 
 
 def _build(
-    index: Index, root: Path, spec: ModelSpec, options: BuildOptions, progress: Progress, stop: threading.Event
+    index: Index,
+    root: Path,
+    spec: ModelSpec,
+    options: BuildOptions,
+    progress: Progress,
+    stop: threading.Event,
+    ray: RaySettings | None,
 ) -> BuildReport:
     report = BuildReport(index.dir)
     for name in remove_stale_files(index):
@@ -112,7 +129,7 @@ def _build(
     with session_scope(index.engine) as s:
         todo = q.pending(s)
     if todo:
-        _embed(index, root, todo, spec, options, progress, stop, report)
+        _embed(index, root, todo, spec, options, progress, stop, report, ray)
     with session_scope(index.engine) as s:
         has_model = q.get_model(s) is not None  # none yet: nothing was ever embedded, so there is nothing to index
     if has_model and (not report.interrupted or report.indexed):
@@ -190,6 +207,7 @@ def _embed(
     progress: Progress,
     stop: threading.Event,
     report: BuildReport,
+    ray: RaySettings | None,
 ) -> None:
     encoder = load_encoder(index, spec)
     with session_scope(index.engine) as s:
@@ -197,11 +215,19 @@ def _embed(
     dropped = store.drop_torn_tail()
     if dropped:
         logger.warning("dropped %d bytes of an interrupted write from the embedding store", dropped)
-    counts = run_pipeline(index, root, todo, encoder, store, options=options, progress=progress, stop=stop)
+    if ray is not None:
+        from birder_index.indexer.ray_pipeline import run_ray_pipeline  # Ray loads only for --ray
+
+        counts = run_ray_pipeline(
+            index, root, todo, encoder, store, options=options, settings=ray, progress=progress, stop=stop
+        )
+    else:
+        counts = run_pipeline(index, root, todo, encoder, store, options=options, progress=progress, stop=stop)
     report.indexed, report.reused, report.pending = counts.indexed, counts.reused, counts.pending
     report.failed += counts.failed
     report.failures.extend(counts.failures)
     report.interrupted = counts.interrupted
+    report.actors = counts.actors
     report.embed_seconds, report.compile_seconds = counts.embed_seconds, counts.compile_seconds
 
 

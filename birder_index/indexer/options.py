@@ -52,6 +52,7 @@ class BuildReport:
     embed_seconds: float = 0.0  # from the first batch on (compiling and checking the model not included)
     compile_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    actors: dict[str, int] = field(default_factory=dict)  # with --ray: photos per actor ("host:pid")
 
     @property
     def images_per_second(self) -> float:

@@ -79,6 +79,7 @@ class PipelineCounts:
     embed_seconds: float = 0.0  # from the first batch on (compiling and checking the model not included)
     compile_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    actors: dict[str, int] = field(default_factory=dict)  # with Ray: photos per actor
 
 
 def run_pipeline(
@@ -123,14 +124,14 @@ def run_pipeline(
     # The precision check is a one-off start-up cost, like compiling: not in the images/s.
     counts.embed_seconds = time.perf_counter() - t0 - (encoder.check_seconds - checked_before)
     if writer.counts.indexed:
-        _record_setting(index, encoder, options)
+        record_setting(index, encoder, options)
     counts.indexed, counts.reused, counts.failed = writer.counts.indexed, writer.counts.reused, writer.counts.failed
     counts.failures.extend((dataset.path_of[i], reason) for i, reason in writer.failures)
     counts.pending = len(todo) - done
     return counts
 
 
-def _record_setting(index: Index, encoder: Encoder, options: BuildOptions) -> None:
+def record_setting(index: Index, encoder: Encoder, options: BuildOptions) -> None:
     """What the last build embedded with (precision after its check, attention, compiled, decode): for `info`."""
     setting = {**encoder.setting(), "decode": "exact" if options.exact else "fast"}
     with session_scope(index.engine) as s:

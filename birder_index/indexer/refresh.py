@@ -240,7 +240,7 @@ def set_index_options(index: Index, *, max_index_memory: int | None = None, targ
 
 def reindex(index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None) -> RefreshReport:
     """Choose, train and tune the FAISS index again from the embedding store, under the writer lock."""
-    with WriterLock(index.dir):
+    with WriterLock(index.dir, engine=index.engine):
         remove_stale_files(index)  # what an interrupted reindex left
         set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
         return refresh_ann(index, retrain=True)

@@ -106,7 +106,7 @@ def verify_index(
     index: Index, *, deep: bool = False, repair: bool = False, progress: Progress = silent
 ) -> VerifyReport:
     if repair:
-        with WriterLock(index.dir):
+        with WriterLock(index.dir, engine=index.engine):
             report = _check(index, deep, progress)
             _repair(index, report)
         return report

@@ -1,0 +1,75 @@
+"""Ray's overhead: the same folder built locally and with `build --ray` on the same machine, then over local Ray
+clusters of 1, 2 and 3 nodes of one CPU each (ray.cluster_utils.Cluster, all on this machine's cores).
+
+    python benchmarks/scale.py --photos DIR --weights MODEL.pt2 [--nodes 1 2 3]
+
+Each run is `birder-index build` in a fresh process on a fresh index folder, as a user runs it; the table gives
+the wall time (Python, model and Ray start-up included) and the summary's images/s (embedding only), each against
+the first local build; a second local build at the end shows how much other work on the machine moved the
+figures meanwhile. Needs the ray extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def build(photos: Path, weights: Path, index_dir: Path, *extra: str) -> tuple[float, float, str]:
+    """(wall seconds, embedding images/s, summary line) of one build."""
+    command = [sys.executable, "-m", "birder_index", "build", str(photos), "--index-dir", str(index_dir),
+               "--weights", str(weights), "--no-compile", "--quiet", *extra]  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - t0
+    rate = re.search(r"([\d.]+) images/s", out)
+    return wall, float(rate.group(1)) if rate else 0.0, out.splitlines()[0]
+
+
+def on_cluster(nodes: int, photos: Path, weights: Path, index_dir: Path) -> tuple[float, float, str]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    store = 200 * 2**20
+    head = {"num_cpus": 1, "object_store_memory": store, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=1, object_store_memory=store)
+        cluster.wait_for_nodes()
+        return build(photos, weights, index_dir, "--ray", cluster.address)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--nodes", type=int, nargs="*", default=[1, 2, 3])
+    args = parser.parse_args()
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    rows = [("local", *build(args.photos, args.weights, work / "local"))]
+    rows.append(("--ray (auto: one node, all cores)", *build(args.photos, args.weights, work / "auto", "--ray")))
+    for n in args.nodes:
+        rows.append((f"--ray, {n} node(s) of 1 CPU", *on_cluster(n, args.photos, args.weights, work / f"n{n}")))
+    # Again at the end: on a shared machine, the two local runs show how much the load moved during the others.
+    rows.append(("local, again", *build(args.photos, args.weights, work / "local-again")))
+    wall0, rate0 = rows[0][1], rows[0][2]
+    print(f"{'build':<36} {'wall s':>7} {'x local':>8} {'images/s':>9} {'x local':>8}")
+    for name, wall, rate, _ in rows:
+        print(f"{name:<36} {wall:7.1f} {wall / wall0:8.2f} {rate:9.2f} {rate / rate0 if rate0 else 0:8.2f}")
+    for name, _, _, line in rows:
+        print(f"{name}: {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""`--ray` without the extra, and bad Ray settings: one line each, before any work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from birder_index.cli import cli
+from birder_index.distributed import RaySettings
+from birder_index.errors import BirderIndexError
+
+
+def test_without_ray_the_error_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, photos: Path, tiny_pt: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    result = CliRunner().invoke(
+        cli, ["build", str(photos), "--weights", str(tiny_pt), "--index-dir", str(tmp_path / "i"), "--ray"]
+    )
+    assert result.exit_code == 1
+    assert result.output == 'Error: --ray needs Ray: pip install "birder-index[ray]"\n'
+    assert not (tmp_path / "i").exists()  # refused before any work
+
+
+def test_bad_settings_are_one_line() -> None:
+    with pytest.raises(BirderIndexError, match="^Ray actors must be >= 1, got 0$"):
+        RaySettings(actors=0)
+    with pytest.raises(BirderIndexError, match="^CPUs per Ray actor must be > 0, got -1"):
+        RaySettings(cpus_per_actor=-1)
