@@ -63,6 +63,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -730,13 +731,25 @@ def _worker_start(_: int) -> int:
     return os.getpid()
 
 
+def _default_signals() -> None:
+    # A forked worker inherits its parent's signal handlers: a parent that ran Ray (whose driver handles SIGTERM)
+    # would leave workers that Pool.terminate cannot stop, and the pool's exit would wait forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pool_rate(fn: Callable[[Any], Any], jobs: list[Any], processes: int) -> tuple[float, list[Any]]:
     """images/s of `fn` over `jobs` in a process pool (its start-up not timed), and the results."""
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
+    pool = multiprocessing.get_context("fork").Pool(processes, initializer=_default_signals)
+    try:
         pool.map(_worker_start, range(processes))
         t0 = time.perf_counter()
         out = pool.map(fn, jobs, chunksize=4)
         seconds = time.perf_counter() - t0
+        pool.close()  # the workers finish and exit on their own
+    finally:
+        pool.terminate()
+        pool.join()
     return len(jobs) / seconds, out
 
 

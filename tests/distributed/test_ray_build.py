@@ -48,6 +48,9 @@ def cluster() -> Iterator[object]:
     )
     for _ in range(2):
         c.add_node(num_cpus=1, object_store_memory=store)
+    # ray.init installs its own SIGTERM and SIGINT handlers, which processes forked later by other tests inherit
+    # (a pool's workers then ignore its terminate): put this process's back afterwards.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     ray.init(address=c.address, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
@@ -55,6 +58,8 @@ def cluster() -> Iterator[object]:
     finally:
         ray.shutdown()
         c.shutdown()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="module")
