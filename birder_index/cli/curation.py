@@ -32,6 +32,14 @@ def report_option(f: F) -> F:
     )(f)
 
 
+def copy_option(f: F) -> F:
+    return click.option(
+        "--copy-min", type=click.FloatRange(0, 1, min_open=True),
+        help="Similarity at or above which two photos count as copies of one (default: dedup's stored "
+        "calibration, else 0.95).",
+    )(f)  # fmt: skip
+
+
 def top_option(default: int, what: str) -> Callable[[F], F]:
     return click.option("--top", type=click.IntRange(1), default=default, show_default=True, help=f"{what} listed.")
 
@@ -40,12 +48,13 @@ def top_option(default: int, what: str) -> Callable[[F], F]:
 @set_option
 @top_option(20, "Suspect photos")
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Labelled neighbours that vote.")
+@copy_option
 @index_dir_option
 @json_option
 @report_option
 @quiet_option
-def label_audit(set_name: str, top: int, k: int, index_dir: Path | None, as_json: bool, report: Path | None,
-                quiet: bool) -> None:  # fmt: skip
+def label_audit(set_name: str, top: int, k: int, copy_min: float | None, index_dir: Path | None, as_json: bool,
+                report: Path | None, quiet: bool) -> None:  # fmt: skip
     """Labelled photos whose label their neighbours and the class prototypes outvote, most suspicious first.
 
     Each photo is judged without itself and without its own copies (same bytes, or near copies as dedup finds
@@ -59,7 +68,7 @@ def label_audit(set_name: str, top: int, k: int, index_dir: Path | None, as_json
     from birder_index.curation import write_audit_report
 
     with Reporter(quiet=quiet) as progress, open_for(index_dir, reporter=progress) as index:
-        audit = audit_labels(index, set_name, k=k, top=top, progress=progress)
+        audit = audit_labels(index, set_name, k=k, top=top, copy_min=copy_min, progress=progress)
     if report is not None:
         write_audit_report(audit, report)
         click.echo(f"report: {printable(str(report))}", err=True)
@@ -88,11 +97,13 @@ def audit_text(audit: Audit) -> str:
 @cli.command()
 @top_option(20, "Photos")
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Neighbours averaged.")
+@copy_option
 @index_dir_option
 @json_option
 @report_option
 @quiet_option
-def outliers(top: int, k: int, index_dir: Path | None, as_json: bool, report: Path | None, quiet: bool) -> None:
+def outliers(top: int, k: int, copy_min: float | None, index_dir: Path | None, as_json: bool, report: Path | None,
+             quiet: bool) -> None:  # fmt: skip
     """Photos far from everything else: lowest mean similarity to their k nearest (copies left out) first.
 
     \b
@@ -103,7 +114,7 @@ def outliers(top: int, k: int, index_dir: Path | None, as_json: bool, report: Pa
     from birder_index.curation import write_outliers_report
 
     with Reporter(quiet=quiet) as progress, open_for(index_dir, reporter=progress) as index:
-        result = find_outliers(index, top=top, k=k, progress=progress)
+        result = find_outliers(index, top=top, k=k, copy_min=copy_min, progress=progress)
     if report is not None:
         write_outliers_report(result, report)
         click.echo(f"report: {printable(str(report))}", err=True)
@@ -128,12 +139,13 @@ def outliers_text(result: Outliers) -> str:
 @click.option("--label", "label_name", help="Only the photos with this label (in --set).")
 @set_option
 @top_option(10, "Representatives")
+@copy_option
 @index_dir_option
 @json_option
 @report_option
 @quiet_option
-def representatives(label_name: str | None, set_name: str, top: int, index_dir: Path | None, as_json: bool,
-                    report: Path | None, quiet: bool) -> None:  # fmt: skip
+def representatives(label_name: str | None, set_name: str, top: int, copy_min: float | None, index_dir: Path | None,
+                    as_json: bool, report: Path | None, quiet: bool) -> None:  # fmt: skip
     """N typical photos that together cover the collection or a class: k-medoids, outliers skipped.
 
     \b
@@ -145,7 +157,9 @@ def representatives(label_name: str | None, set_name: str, top: int, index_dir: 
     from birder_index.curation import write_representatives_report
 
     with Reporter(quiet=quiet) as progress, open_for(index_dir, reporter=progress) as index:
-        result = find_representatives(index, top=top, label=label_name, set_name=set_name, progress=progress)
+        result = find_representatives(
+            index, top=top, label=label_name, set_name=set_name, copy_min=copy_min, progress=progress
+        )
     if report is not None:
         write_representatives_report(result, report)
         click.echo(f"report: {printable(str(report))}", err=True)

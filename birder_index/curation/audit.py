@@ -103,7 +103,7 @@ def loo_prototype_scores(
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     finite = np.isfinite(scores)
     top = np.max(np.where(finite, scores, -1e30), axis=1, keepdims=True)
-    e = np.where(finite, np.exp((np.where(finite, scores, 0) - top) / temperature), 0)
+    e = np.where(finite, np.exp((np.where(finite, scores, top) - top) / temperature), 0)
     return (e / np.maximum(e.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)
 
 

@@ -5,9 +5,9 @@ k-medoids under cosine similarity, by alternation (Park and Jun's Voronoi iterat
 similar medoid, then each cluster's medoid becomes the member with the greatest total similarity to the other
 members, until no medoid changes (or `iterations`). That medoid needs no N x N matrix: for unit vectors the total
 similarity of x to the members is <x, sum of members>, so it is the member nearest the cluster's summed direction,
-found in one pass. Seeds: spherical k-means (FAISS) on a sample. The photos `find_outliers` ranks most isolated
-(`skip`, 2 % by default) are left out first: a medoid is typical by construction, but they would still pull on
-the clusters they join.
+found in one pass. Seeds: spherical k-means (FAISS, seeded by greedy k-means++) on a sample. The photos
+`find_outliers` ranks most isolated (`skip`, 2 % by default) are left out first: a medoid is typical by
+construction, but they would still pull on the clusters they join.
 
 Why k-medoids rather than a k-center (farthest-point) cover: a k-center cover minimises the worst distance, so
 it picks the most unusual photos still left (the edges of the collection), which is what one reviews last; a
@@ -56,15 +56,36 @@ def _blocks(n: int) -> list[np.ndarray]:
     return [np.arange(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
 
 
+def plus_plus(xs: np.ndarray, m: int, *, seed: int = 0) -> np.ndarray:
+    """Greedy k-means++ seeding on unit vectors xs (n, d): each next seed is the best, by the squared distances
+    left, of 2 + log(m) candidates drawn with probability proportional to their squared distance to the nearest
+    seed so far (as scikit-learn seeds). (m log m, n) work."""
+    rng = np.random.default_rng(seed)
+    trials = 2 + int(np.log(max(m, 1)))
+    chosen = [int(rng.integers(len(xs)))]
+    d2 = np.maximum(2 - 2 * xs @ xs[chosen[0]], 0)
+    for _ in range(1, m):
+        total = float(d2.sum())
+        if total <= 0:
+            chosen.append(int(rng.integers(len(xs))))
+            continue
+        candidates = rng.choice(len(xs), trials, p=d2 / total)
+        left = np.minimum(d2[None, :], np.maximum(2 - 2 * xs[candidates] @ xs.T, 0))  # (trials, n)
+        best = int(left.sum(1).argmin())
+        chosen.append(int(candidates[best]))
+        d2 = left[best]
+    return xs[chosen]
+
+
 def seeds(fetch: Fetch, n: int, m: int, *, seed: int = 0) -> np.ndarray:
-    """m unit centroids (m, d) of spherical k-means on a random sample of the n vectors."""
+    """m unit centroids (m, d): spherical k-means, seeded by k-means++, on a random sample of the n vectors."""
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, min(n, m * SEED_SAMPLE), replace=False))
     xs = np.ascontiguousarray(fetch(sample), np.float32)
     if len(xs) <= m:
         return xs
     km = faiss.Kmeans(xs.shape[1], m, niter=20, spherical=True, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(xs)
+    km.train(xs, init_centroids=np.ascontiguousarray(plus_plus(xs, m, seed=seed), np.float32))
     return np.asarray(km.centroids, np.float32)
 
 
