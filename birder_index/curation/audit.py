@@ -223,43 +223,83 @@ def audit_labels(
     threshold = copy_threshold(index, copy_min=copy_min)
     progress("finding copies", 0, None)
     copies = copies_among(index, ids, threshold=threshold)
-    D, I = neighbour_lists(index, ids, k=k, among=ids, copies=copies, progress=progress, what="neighbours")
+    everything = len(ids) == len(index.id_rows()[0])  # every indexed photo labelled: the plain (faster) search
+    D, I = neighbour_lists(
+        index, ids, k=k, among=None if everything else ids, copies=copies, progress=progress, what="neighbours"
+    )
     D = np.where(threshold <= D, -np.inf, D)  # near copies the search found that the join did not (rounding)
     nbr_y = np.where(I >= 0, y[np.clip(np.searchsorted(ids, I), 0, len(ids) - 1)], -1)
-    p_knn = knn_shares(D, nbr_y, len(classes))
     mean, sums, counts = _prototype_pass(index, ids, y, len(classes))
-    pos = {i: n for n, i in enumerate(ids.tolist())}
-    proto = np.zeros((len(ids), len(classes)), np.float32)
-    for start in range(0, len(ids), CHUNK):
-        end = min(start + CHUNK, len(ids))
-        left = {}
-        for r, i in enumerate(ids[start:end].tolist()):
-            if i in copies:
-                at = np.array(sorted(pos[c] for c in copies[i]), np.int64)
-                left[r] = (_centred(index, ids[at], mean), y[at])
-        proto[start:end] = loo_prototype_scores(
-            _centred(index, ids[start:end], mean), y[start:end], sums, counts, left_out=left
-        )
-    sample = np.random.default_rng(0).permutation(len(ids))[:CALIBRATION_SAMPLE]
-    t = fit_temperature(proto[sample], y[sample])
-    p_proto = softmax(proto, t)
-    has_knn = p_knn.sum(1, keepdims=True) > 0
-    p = np.where(has_knn, 0.5 * (p_knn + p_proto), p_proto)
-    looks, confidence, margins = suspicion(p, y)
-    order = np.argsort(-margins, kind="stable")
-    flagged = int((margins > 0).sum())
+    proto = Prototypes(index, ids, y, mean, sums, counts, copies)
+    sample = np.sort(np.random.default_rng(0).permutation(len(ids))[:CALIBRATION_SAMPLE])
+    t = fit_temperature(proto.scores(sample), y[sample])
+    rows_out = Judged.empty(len(ids))
+    for start in range(0, len(ids), CHUNK):  # (chunk, classes) arrays at a time: memory linear in N
+        rows = np.arange(start, min(start + CHUNK, len(ids)))
+        p_knn, p_proto = knn_shares(D[rows], nbr_y[rows], len(classes)), softmax(proto.scores(rows), t)
+        p = np.where(p_knn.sum(1, keepdims=True) > 0, 0.5 * (p_knn + p_proto), p_proto)
+        rows_out.fill(rows, y[rows], p, p_knn, p_proto)
+    order = np.argsort(-rows_out.margin, kind="stable")
+    flagged = int((rows_out.margin > 0).sum())
     listed = order[: min(flagged, top or flagged)]
-    suspects = _suspects(index, ids, y, classes, listed, looks, confidence, p, p_knn, p_proto, copies)
-    return Audit(set_name, classes, len(ids), k, threshold, t, suspects, flagged, ids, margins)
+    suspects = _suspects(index, ids, y, classes, listed, rows_out, copies)
+    return Audit(set_name, classes, len(ids), k, threshold, t, suspects, flagged, ids, rows_out.margin)
+
+
+@dataclass
+class Prototypes:
+    """Leave-one-out prototype scores of rows of a label set, read a chunk at a time."""
+
+    index: Index
+    ids: np.ndarray
+    y: np.ndarray
+    mean: np.ndarray
+    sums: np.ndarray
+    counts: np.ndarray
+    copies: dict[int, set[int]]
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        left = {}  # row -> its copies' vectors and classes (ids are sorted: a position is a searchsorted)
+        for r, i in enumerate(self.ids[rows].tolist()):
+            if i in self.copies:
+                at = np.searchsorted(self.ids, np.array(sorted(self.copies[i]), np.int64))
+                left[r] = (_centred(self.index, self.ids[at], self.mean), self.y[at])
+        z = _centred(self.index, self.ids[rows], self.mean)
+        return loo_prototype_scores(z, self.y[rows], self.sums, self.counts, left_out=left)
+
+
+@dataclass
+class Judged:
+    """Per labelled photo: the class it looks like most after its own, that class's probability (combined, kNN,
+    prototype), its label's, and the margin between them."""
+
+    looks: np.ndarray
+    confidence: np.ndarray
+    label_score: np.ndarray
+    knn: np.ndarray
+    prototype: np.ndarray
+    margin: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> Judged:
+        return cls(np.zeros(n, np.int64), *(np.zeros(n, np.float32) for _ in range(5)))
+
+    def fill(self, rows: np.ndarray, y: np.ndarray, p: np.ndarray, p_knn: np.ndarray, p_proto: np.ndarray) -> None:
+        looks, confidence, margin = suspicion(p, y)
+        at = np.arange(len(rows))
+        self.looks[rows], self.confidence[rows], self.margin[rows] = looks, confidence, margin
+        self.label_score[rows] = p[at, y]
+        self.knn[rows], self.prototype[rows] = p_knn[at, looks], p_proto[at, looks]
 
 
 def _suspects(
-    index: Index, ids: np.ndarray, y: np.ndarray, classes: list[str], listed: np.ndarray, looks: np.ndarray,
-    confidence: np.ndarray, p: np.ndarray, p_knn: np.ndarray, p_proto: np.ndarray, copies: dict[int, set[int]],
+    index: Index, ids: np.ndarray, y: np.ndarray, classes: list[str], listed: np.ndarray, judged: Judged,
+    copies: dict[int, set[int]],
 ) -> list[Suspect]:  # fmt: skip
     """The listed rows as Suspects, each with the labelled photos of the class it looks like nearest to it (not
     itself, not its copies)."""
     support: dict[int, list[tuple[int, float]]] = {}
+    looks = judged.looks
     for c in np.unique(looks[listed]).tolist():
         rows = listed[looks[listed] == c]
         members = ids[y == c]
@@ -281,7 +321,8 @@ def _suspects(
         i, c = int(ids[row]), int(looks[row])
         near = [Support(j, absolute_path(root, paths[j]), classes[label_of[j]], sim) for j, sim in support[row]]
         out.append(Suspect(
-            i, absolute_path(root, paths[i]), classes[y[row]], classes[c], float(confidence[row]),
-            float(p[row, y[row]]), float(p_knn[row, c]), float(p_proto[row, c]), len(copies.get(i, ())), near,
+            i, absolute_path(root, paths[i]), classes[y[row]], classes[c], float(judged.confidence[row]),
+            float(judged.label_score[row]), float(judged.knn[row]), float(judged.prototype[row]),
+            len(copies.get(i, ())), near,
         ))  # fmt: skip
     return out
