@@ -36,7 +36,7 @@ def copy_option(f: F) -> F:
     return click.option(
         "--copy-min", type=click.FloatRange(0, 1, min_open=True),
         help="Similarity at or above which two photos count as copies of one (default: dedup's stored "
-        "calibration, else 0.95).",
+        "calibration, else 0.99).",
     )(f)  # fmt: skip
 
 

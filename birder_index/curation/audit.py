@@ -3,14 +3,17 @@ prototypes, most suspicious first.
 
 Each labelled photo is judged without itself and without its own copies (`copies.py`: same bytes, or near copies
 as dedup finds them), so neither it nor a copy of it can vote for its label:
-- kNN: its k nearest labelled photos vote with softmax(similarity / 0.07) weights (birder's kNN evaluation, as
-  `lookup --method knn`); the vote shares are a distribution over the classes.
+- kNN: its k nearest labelled photos vote with softmax(similarity / T) weights (birder's kNN evaluation, as
+  `lookup --method knn`, T = 0.07 there); the vote shares are a distribution over the classes.
 - prototypes: SimpleShot, as `lookup --method prototype` (subtract the labelled mean, L2-normalise, class means),
   each class mean taken without the photo and its copies; scores 1 - |z - m|^2 / 2 become a distribution by a
-  softmax whose temperature is the one that best predicts the given labels, held out (a grid, on a sample).
-The two distributions are averaged. A photo is suspect when another class gets more of it than its own label:
-`looks_like` is that class, `confidence` its probability, `margin` how much more than the label's; ranked by
-margin. The labelled photos of `looks_like` nearest to it are the evidence shown.
+  softmax.
+The two are mixed, p = (1 - w) kNN + w prototypes. The prototype temperature, the kNN temperature (0.02 or 0.07)
+and w (0 to 1 in quarters) are those under which the given labels are most likely, each photo held out (on a
+sample of up to 20,000): most labels are right, so the set itself says how far to trust each signal.
+Suspicion is 1 - p(given label) (cleanlab's self-confidence, on these held-out probabilities); the photos listed
+are those another class outvotes (`looks_like`, with `confidence` its probability), most suspicious first, each
+with the labelled photos of `looks_like` nearest to it as the evidence.
 
 Plain functions over arrays first, then `audit_labels` over an Index. Memory is linear in the labelled photos:
 vectors are read a chunk at a time, neighbours come from the index's batch search (`neighbours.py`).
@@ -43,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 8192  # labelled photos read at once
 TEMPERATURES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5)
+KNN_TEMPERATURES = (0.02, TEMPERATURE)
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the prototypes in the mixture
+FLOOR = 1e-3  # probabilities below count as this in the likelihood: a kNN vote gives absent classes 0
 CALIBRATION_SAMPLE = 20_000
 SUPPORT = 3  # photos shown as the evidence for each suspect
 
@@ -117,6 +123,20 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return best[1]
 
 
+def fit_mixture(knn: dict[float, np.ndarray], proto: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(kNN temperature, prototype weight) under which the given labels y are most likely: `knn` maps each kNN
+    temperature to its (n, C) vote shares, `proto` the prototype probabilities (n, C), all held out."""
+    rows = np.arange(len(y))
+    best = (-np.inf, KNN_TEMPERATURES[-1], 0.5)
+    for t, p_knn in knn.items():
+        for w in WEIGHTS:
+            p = (1 - w) * p_knn[rows, y] + w * proto[rows, y]
+            ll = float(np.log(np.maximum(p, FLOOR)).mean())
+            if ll > best[0] + 1e-9:
+                best = (ll, t, w)
+    return best[1], best[2]
+
+
 def suspicion(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(looks_like, its probability, margin over the given label's) per row of class probabilities p (n, C)."""
     rows = np.arange(len(y))
@@ -170,15 +190,18 @@ class Audit:
     k: int
     copy_min: float
     temperature: float  # of the prototype softmax
+    knn_temperature: float
+    weight: float  # of the prototypes in the mixture
     suspects: list[Suspect]  # most suspicious first (all flagged, or the top asked for)
     flagged: int  # photos whose label is outvoted
     ids: np.ndarray  # every labelled photo ...
-    margins: np.ndarray  # ... and its margin (> 0: flagged): the whole ranking
+    suspicion: np.ndarray  # ... and its suspicion, 1 - p(given label): the whole ranking
 
     def to_json(self) -> dict[str, object]:
         return {
             "set": self.set_name, "classes": len(self.classes), "labelled": self.labelled, "flagged": self.flagged,
             "k": self.k, "copy_min": round(self.copy_min, 4), "temperature": self.temperature,
+            "knn_temperature": self.knn_temperature, "prototype_weight": self.weight,
             "suspects": [s.to_json() for s in self.suspects],
         }  # fmt: skip
 
@@ -216,7 +239,7 @@ def audit_labels(
     progress: Progress = silent,
 ) -> Audit:  # fmt: skip
     """Audit a label set: the photos whose label their neighbours and the prototypes outvote, most suspicious first
-    (`top`: only that many listed; the whole ranking is in `ids`, `margins`)."""
+    (`top`: only that many listed; the whole ranking is in `ids`, `suspicion`)."""
     if top is not None and top < 1:
         raise BirderIndexError(f"--top must be >= 1, got {top}")
     ids, y, classes = _label_set(index, set_name)
@@ -232,18 +255,22 @@ def audit_labels(
     mean, sums, counts = _prototype_pass(index, ids, y, len(classes))
     proto = Prototypes(index, ids, y, mean, sums, counts, copies)
     sample = np.sort(np.random.default_rng(0).permutation(len(ids))[:CALIBRATION_SAMPLE])
-    t = fit_temperature(proto.scores(sample), y[sample])
+    scores = proto.scores(sample)
+    t = fit_temperature(scores, y[sample])
+    shares = {tk: knn_shares(D[sample], nbr_y[sample], len(classes), temperature=tk) for tk in KNN_TEMPERATURES}
+    tk, w = fit_mixture(shares, softmax(scores, t), y[sample])
     rows_out = Judged.empty(len(ids))
     for start in range(0, len(ids), CHUNK):  # (chunk, classes) arrays at a time: memory linear in N
         rows = np.arange(start, min(start + CHUNK, len(ids)))
-        p_knn, p_proto = knn_shares(D[rows], nbr_y[rows], len(classes)), softmax(proto.scores(rows), t)
-        p = np.where(p_knn.sum(1, keepdims=True) > 0, 0.5 * (p_knn + p_proto), p_proto)
+        p_knn = knn_shares(D[rows], nbr_y[rows], len(classes), temperature=tk)
+        p_proto = softmax(proto.scores(rows), t)
+        p = np.where(p_knn.sum(1, keepdims=True) > 0, (1 - w) * p_knn + w * p_proto, p_proto)
         rows_out.fill(rows, y[rows], p, p_knn, p_proto)
-    order = np.argsort(-rows_out.margin, kind="stable")
-    flagged = int((rows_out.margin > 0).sum())
-    listed = order[: min(flagged, top or flagged)]
+    outvoted = np.flatnonzero(rows_out.margin > 0)
+    listed = outvoted[np.argsort(rows_out.label_score[outvoted], kind="stable")][:top]
     suspects = _suspects(index, ids, y, classes, listed, rows_out, copies)
-    return Audit(set_name, classes, len(ids), k, threshold, t, suspects, flagged, ids, rows_out.margin)
+    return Audit(set_name, classes, len(ids), k, threshold, t, tk, w, suspects, len(outvoted), ids,
+                 1 - rows_out.label_score)  # fmt: skip
 
 
 @dataclass

@@ -15,9 +15,11 @@ from birder_index.dedup.find import twins_of
 from birder_index.dedup.pairs import similar_pairs
 from birder_index.indexer.index import Index
 
-# Near-copy threshold when the index holds no dedup calibration (`birder-index dedup` stores one): re-encoded,
-# resized and lightly cropped copies score above it with the encoders of docs/dedup.md; different photos rarely do.
-COPY_MIN = 0.95
+# Near-copy threshold when the index holds no dedup calibration (`birder-index dedup` stores one): re-encoded and
+# resized copies score above it; crops may not. Lower, the photos of a tight class count as copies of one another
+# and are left out of each other's votes: at 0.95, 1,579 of the 1,797 digits had such "copies" under the ImageNet
+# encoder (docs/curation.md).
+COPY_MIN = 0.99
 
 
 def copy_threshold(index: Index, *, copy_min: float | None = None) -> float:
