@@ -11,7 +11,8 @@ as dedup finds them), so neither it nor a copy of it can vote for its label:
 The two are mixed, p = (1 - w) kNN + w prototypes. The prototype temperature, the kNN temperature (0.02 or 0.07)
 and w (0 to 1 in quarters) are those under which the given labels are most likely, each photo held out (on a
 sample of up to 20,000): most labels are right, so the set itself says how far to trust each signal.
-Suspicion is 1 - p(given label) (cleanlab's self-confidence, on these held-out probabilities); the photos listed
+Suspicion is 1 - p(given label) (cleanlab's self-confidence, on these held-out probabilities; below 0.001 ties
+are broken by the confidence of the class the photo looks like); the photos listed
 are those another class outvotes (`looks_like`, with `confidence` its probability), most suspicious first, each
 with the labelled photos of `looks_like` nearest to it as the evidence.
 
@@ -195,7 +196,7 @@ class Audit:
     suspects: list[Suspect]  # most suspicious first (all flagged, or the top asked for)
     flagged: int  # photos whose label is outvoted
     ids: np.ndarray  # every labelled photo ...
-    suspicion: np.ndarray  # ... and its suspicion, 1 - p(given label): the whole ranking
+    suspicion: np.ndarray  # ... and its suspicion, 1 - p(given label) (ties below 0.001 by confidence): the ranking
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -266,11 +267,13 @@ def audit_labels(
         p_proto = softmax(proto.scores(rows), t)
         p = np.where(p_knn.sum(1, keepdims=True) > 0, (1 - w) * p_knn + w * p_proto, p_proto)
         rows_out.fill(rows, y[rows], p, p_knn, p_proto)
+    # below FLOOR the label's probability says no more (the likelihood counts it as FLOOR): ties are broken there by
+    # the confidence of the class the photo looks like
+    suspicion = 1 - np.maximum(rows_out.label_score, FLOOR) + FLOOR * rows_out.confidence
     outvoted = np.flatnonzero(rows_out.margin > 0)
-    listed = outvoted[np.argsort(rows_out.label_score[outvoted], kind="stable")][:top]
+    listed = outvoted[np.argsort(-suspicion[outvoted], kind="stable")][:top]
     suspects = _suspects(index, ids, y, classes, listed, rows_out, copies)
-    return Audit(set_name, classes, len(ids), k, threshold, t, tk, w, suspects, len(outvoted), ids,
-                 1 - rows_out.label_score)  # fmt: skip
+    return Audit(set_name, classes, len(ids), k, threshold, t, tk, w, suspects, len(outvoted), ids, suspicion)
 
 
 @dataclass
