@@ -94,6 +94,7 @@ def audit_one(index_dir: Path, seed: int, cleanlab_python: str, work: Path) -> d
         ours_s = time.perf_counter() - t0
         assert np.array_equal(audit.ids, ids)
         pos = {int(i): n for n, i in enumerate(ids)}
+        low = audit_labels(index, name, copy_min=0.95)  # the copy threshold that made tight classes "copies"
         t0 = time.perf_counter()
         probs = cross_val_scores(index.vectors(ids), noisy, classes, folds=5)
         probe_s = time.perf_counter() - t0
@@ -110,6 +111,7 @@ def audit_one(index_dir: Path, seed: int, cleanlab_python: str, work: Path) -> d
     random = np.mean([truth[rng.permutation(len(y))[:top]].mean() for _ in range(1000)])
     out = {
         "ours_top": precision_recall(ours_rank[:top], truth)[0],
+        "ours_095_top": precision_recall(np.argsort(-low.suspicion, kind="stable")[:top], truth)[0],
         "ours_flagged": audit.flagged,
         "ours_flagged_pr": precision_recall(np.array([pos[s.id] for s in audit.suspects], np.int64), truth),
         "cleanlab_top": precision_recall(cl_rank[:top], truth)[0],
@@ -134,16 +136,21 @@ def run_audit(args: argparse.Namespace) -> None:
             rows.append(r)
             print(
                 f"seed {seed}: {r['flipped']} of {r['n']} flipped | top {r['flipped']}: birder-index "
-                f"{r['ours_top']:.3f}, cleanlab {r['cleanlab_top']:.3f}, random {r['random_top']:.3f} | flagged: "
+                f"{r['ours_top']:.3f} (copies at 0.95: {r['ours_095_top']:.3f}), cleanlab {r['cleanlab_top']:.3f}, "
+                f"random {r['random_top']:.3f} | flagged: "
                 f"birder-index {r['ours_flagged']} (precision {r['ours_flagged_pr'][0]:.3f}, recall "
                 f"{r['ours_flagged_pr'][1]:.3f}), cleanlab {r['cleanlab_flagged']} (precision "
                 f"{r['cleanlab_flagged_pr'][0]:.3f}, recall {r['cleanlab_flagged_pr'][1]:.3f}) | seconds: audit "
                 f"{r['ours_s']:.1f}, probe CV {r['probe_s']:.1f} + cleanlab {r['cleanlab_s']:.2f}",
                 flush=True,
             )
-    mean = {key: float(np.mean([r[key] for r in rows])) for key in ("ours_top", "cleanlab_top", "random_top")}
+    mean = {
+        key: float(np.mean([r[key] for r in rows]))
+        for key in ("ours_top", "ours_095_top", "cleanlab_top", "random_top")
+    }
     print(
-        f"mean over {len(rows)} seeds, precision = recall in the top 5 %: birder-index {mean['ours_top']:.3f}, "
+        f"mean over {len(rows)} seeds, precision = recall in the top 5 %: birder-index {mean['ours_top']:.3f} "
+        f"(copies at 0.95: {mean['ours_095_top']:.3f}), "
         f"cleanlab {mean['cleanlab_top']:.3f}, random {mean['random_top']:.3f}"
     )
 
@@ -193,17 +200,19 @@ def run_outliers(args: argparse.Namespace) -> None:
         (work / "p.txt").write_text("\n".join(paths))
         import_embeddings(work / "x.npy", work / "all", paths_file=work / "p.txt")
         with open_index(work / "all") as index:
-            t0 = time.perf_counter()
-            result = find_outliers(index, top=n_foreign)
-            seconds = time.perf_counter() - t0
-    found = [Path(o.path).name for o in result.outliers if "foreign/" in o.path]
-    per_kind = {k: sum(f.startswith(k) for f in found) for k in ("noise", "blank", "photo")}
-    planted = {k: kinds.count(k) for k in ("noise", "blank", "photo")}
-    print(
-        f"{len(x)} digits + {n_foreign} foreign ({FOREIGN:.0%}): {len(found)} of {n_foreign} foreign in the top "
-        f"{n_foreign} ({', '.join(f'{k} {per_kind[k]}/{planted[k]}' for k in planted)}); median score "
-        f"{result.median:.3f}, in {seconds:.1f}s"
-    )
+            for k in args.k:
+                t0 = time.perf_counter()
+                result = find_outliers(index, top=n_foreign, k=k)
+                seconds = time.perf_counter() - t0
+                found = [Path(o.path).name for o in result.outliers if "foreign/" in o.path]
+                per_kind = {kind: sum(f.startswith(kind) for f in found) for kind in ("noise", "blank", "photo")}
+                planted = {kind: kinds.count(kind) for kind in ("noise", "blank", "photo")}
+                print(
+                    f"{len(x)} digits + {n_foreign} foreign ({FOREIGN:.0%}), k {k}: {len(found)} of {n_foreign} "
+                    f"foreign in the top {n_foreign} ({', '.join(f'{c} {per_kind[c]}/{planted[c]}' for c in planted)});"
+                    f" median score {result.median:.3f}, in {seconds:.1f}s",
+                    flush=True,
+                )
 
 
 # -- scale ---------------------------------------------------------------------------------------------------------
@@ -279,6 +288,7 @@ def main() -> None:
     o = sub.add_parser("outliers")
     o.add_argument("--digits", type=Path, required=True)
     o.add_argument("--photos", type=Path, required=True, help="the shared real photos (real-photos.sh)")
+    o.add_argument("-k", type=int, nargs="+", default=[10], help="neighbours averaged (several: one line each)")
     s = sub.add_parser("scale")
     s.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     s.add_argument("--dim", type=int, default=512)
