@@ -96,7 +96,7 @@ def audit_text(audit: Audit) -> str:
 
 @cli.command()
 @top_option(20, "Photos")
-@click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Neighbours averaged.")
+@click.option("-k", type=click.IntRange(1), default=20, show_default=True, help="Neighbours averaged.")
 @copy_option
 @index_dir_option
 @json_option

@@ -1,12 +1,12 @@
 """Outliers: the photos farthest from everything else, most isolated first.
 
-Score: the mean cosine similarity of a photo to its k nearest other photos (k = 10), its own near copies left out
+Score: the mean cosine similarity of a photo to its k nearest other photos (k = 20), its own near copies left out
 (neighbours at or above the duplicate threshold: the pairs dedup finds). Lowest first. Why this one rather than
 a local outlier factor: it takes one batch search (LOF needs the neighbours' own neighbourhoods too, a second
 pass and their k-distances), it reads as a similarity a person can compare with `search` scores, and it does not
 forgive a photo for standing in a sparse region: LOF divides by the neighbours' density, so a broken capture among
 other varied photos scores as ordinary. What it cannot see: a group of more than k foreign photos like one
-another (they are each other's neighbours); `representatives` and the label audit see those differently.
+another (they are each other's neighbours: hence k = 20, docs/benchmarks.md#curation).
 
 Plain functions over arrays, then `find_outliers` over an Index (neighbours through its batch search, in chunks:
 memory linear in N).
@@ -28,7 +28,7 @@ from birder_index.indexer.index import absolute_path
 from birder_index.progress import Progress
 from birder_index.progress import silent
 
-K = 10
+K = 20  # a group of up to k alike foreign photos still stands out: 13 noise images among the digits did not at 10
 
 
 def isolation(D: np.ndarray) -> np.ndarray:
