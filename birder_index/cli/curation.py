@@ -125,6 +125,8 @@ def outliers(top: int, k: int, copy_min: float | None, index_dir: Path | None, a
 
 
 def outliers_text(result: Outliers) -> str:
+    if result.photos < 2:
+        return f"{result.photos} photos: nothing to compare"
     lines = [
         f"{len(result.outliers)} most isolated of {result.photos} photos: mean similarity to their {result.k} "
         f"nearest (median photo {result.median:.4f})"

@@ -55,14 +55,15 @@ class Outliers:
     photos: int  # photos scored
     k: int
     copy_min: float
-    median: float  # the median photo's score, for scale
+    median: float  # the median photo's score, for scale (nan: fewer than 2 photos)
     outliers: list[Outlier]  # most isolated first
     ids: np.ndarray  # every photo scored ...
     scores: np.ndarray  # ... and its score: the whole ranking
 
     def to_json(self) -> dict[str, object]:
-        return {"photos": self.photos, "k": self.k, "copy_min": round(self.copy_min, 4),
-                "median": round(self.median, 4), "outliers": [o.to_json() for o in self.outliers]}  # fmt: skip
+        median = None if np.isnan(self.median) else round(self.median, 4)
+        return {"photos": self.photos, "k": self.k, "copy_min": round(self.copy_min, 4), "median": median,
+                "outliers": [o.to_json() for o in self.outliers]}  # fmt: skip
 
 
 def isolation_scores(

@@ -54,6 +54,7 @@ def test_copies_seen_as_neighbours_hide_an_outlier(tmp_path: Path) -> None:
 def test_tiny_collections_and_bad_options(tmp_path: Path) -> None:
     x, _ = clusters(classes=1, per=1)
     with open_index(imported(tmp_path, x)) as index:
-        assert find_outliers(index).outliers == []
+        alone = find_outliers(index)
+        assert alone.outliers == [] and json.loads(json.dumps(alone.to_json(), allow_nan=False))["median"] is None
         with pytest.raises(BirderIndexError, match="--top must be >= 1"):
             find_outliers(index, top=0)
