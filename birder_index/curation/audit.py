@@ -252,7 +252,8 @@ def audit_labels(
         index, ids, k=k, among=None if everything else ids, copies=copies, progress=progress, what="neighbours"
     )
     D = np.where(threshold <= D, -np.inf, D)  # near copies the search found that the join did not (rounding)
-    nbr_y = np.where(I >= 0, y[np.clip(np.searchsorted(ids, I), 0, len(ids) - 1)], -1)
+    at = np.clip(np.searchsorted(ids, I), 0, len(ids) - 1)
+    nbr_y = np.where((I >= 0) & (ids[at] == I), y[at], -1)  # a neighbour outside the set (none expected) votes not
     mean, sums, counts = _prototype_pass(index, ids, y, len(classes))
     proto = Prototypes(index, ids, y, mean, sums, counts, copies)
     sample = np.sort(np.random.default_rng(0).permutation(len(ids))[:CALIBRATION_SAMPLE])

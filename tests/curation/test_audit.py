@@ -113,3 +113,19 @@ def test_json_document(tmp_path: Path) -> None:
     assert set(s) == {"id", "path", "label", "looks_like", "confidence", "label_score", "knn", "prototype", "copies",
                       "nearest"}  # fmt: skip
     assert set(s["nearest"][0]) == {"id", "path", "label", "similarity"}
+
+
+def test_unlabelled_photos_never_vote(tmp_path: Path) -> None:
+    """Only part of the index labelled: neighbours are searched among the labelled photos only."""
+    from birder_index.fewshot import unassign_labels
+
+    idx, _ = _mislabelled(tmp_path, 0)
+    with open_index(idx) as index:
+        ids, _ = index.id_rows()
+        unlabelled = ids[60:90].tolist()  # class c, photos 60-89
+        unassign_labels(index, "labels", unlabelled)
+        audit = audit_labels(index, "labels")
+    assert audit.labelled == 60 and audit.classes == ["a", "b"] and not set(audit.ids.tolist()) & set(unlabelled)
+    first = audit.suspects[0]
+    assert (Path(first.path).name, first.looks_like) == ("p000.jpg", "a")
+    assert all(n.id not in unlabelled for s in audit.suspects for n in s.nearest)
