@@ -4,7 +4,7 @@ from .audit import Suspect as Suspect
 from .audit import audit_labels as audit_labels
 from .audit import knn_shares as knn_shares
 from .audit import loo_prototype_scores as loo_prototype_scores
-from .audit import suspicion as suspicion
+from .audit import looks_like as looks_like
 from .copies import COPY_MIN as COPY_MIN
 from .copies import copies_among as copies_among
 from .copies import copy_threshold as copy_threshold

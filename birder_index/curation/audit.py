@@ -12,9 +12,9 @@ The two are mixed, p = (1 - w) kNN + w prototypes. The prototype temperature, th
 and w (0 to 1 in quarters) are those under which the given labels are most likely, each photo held out (on a
 sample of up to 20,000): most labels are right, so the set itself says how far to trust each signal.
 Suspicion is 1 - p(given label) (cleanlab's self-confidence, on these held-out probabilities; below 0.001 ties
-are broken by the confidence of the class the photo looks like); the photos listed
-are those another class outvotes (`looks_like`, with `confidence` its probability), most suspicious first, each
-with the labelled photos of `looks_like` nearest to it as the evidence.
+are broken by the confidence of the class the photo looks like); the photos listed are those another class
+outvotes (`looks_like`, with `confidence` its probability), most suspicious first, each with the labelled photos
+of `looks_like` nearest to it as the evidence.
 
 Plain functions over arrays first, then `audit_labels` over an Index. Memory is linear in the labelled photos:
 vectors are read a chunk at a time, neighbours come from the index's batch search (`neighbours.py`).
@@ -138,7 +138,7 @@ def fit_mixture(knn: dict[float, np.ndarray], proto: np.ndarray, y: np.ndarray) 
     return best[1], best[2]
 
 
-def suspicion(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def looks_like(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(looks_like, its probability, margin over the given label's) per row of class probabilities p (n, C)."""
     rows = np.arange(len(y))
     given = p[rows, y]
@@ -316,7 +316,7 @@ class Judged:
         return cls(np.zeros(n, np.int64), *(np.zeros(n, np.float32) for _ in range(5)))
 
     def fill(self, rows: np.ndarray, y: np.ndarray, p: np.ndarray, p_knn: np.ndarray, p_proto: np.ndarray) -> None:
-        looks, confidence, margin = suspicion(p, y)
+        looks, confidence, margin = looks_like(p, y)
         at = np.arange(len(rows))
         self.looks[rows], self.confidence[rows], self.margin[rows] = looks, confidence, margin
         self.label_score[rows] = p[at, y]

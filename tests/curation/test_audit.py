@@ -12,7 +12,7 @@ import pytest
 from birder_index.curation import audit_labels
 from birder_index.curation import knn_shares
 from birder_index.curation import loo_prototype_scores
-from birder_index.curation import suspicion
+from birder_index.curation import looks_like
 from birder_index.curation.audit import class_sums
 from birder_index.errors import BirderIndexError
 from birder_index.fewshot.classifiers import l2
@@ -43,9 +43,9 @@ def test_prototype_scores_leave_the_photo_and_its_copies_out() -> None:
         assert np.allclose(got[row], 1 - 0.5 * ((z[row] - means) ** 2).sum(1), atol=1e-5)
 
 
-def test_suspicion_ranks_by_margin_over_the_given_label() -> None:
+def test_looks_like_ranks_by_margin_over_the_given_label() -> None:
     p = np.array([[0.8, 0.2], [0.3, 0.7], [0.45, 0.55]], np.float32)
-    looks, confidence, margin = suspicion(p, np.array([0, 0, 0]))
+    looks, confidence, margin = looks_like(p, np.array([0, 0, 0]))
     assert looks.tolist() == [1, 1, 1] and np.allclose(confidence, [0.2, 0.7, 0.55])
     assert np.allclose(margin, [-0.6, 0.4, 0.1])
 
