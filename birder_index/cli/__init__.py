@@ -8,6 +8,7 @@ each other module holds one command or one family of commands.
 from __future__ import annotations
 
 from birder_index.cli import build
+from birder_index.cli import curation
 from birder_index.cli import dedup
 from birder_index.cli import fewshot
 from birder_index.cli import maintenance
@@ -16,4 +17,4 @@ from birder_index.cli import search
 from birder_index.cli import serve
 from birder_index.cli.app import cli
 
-__all__ = ["build", "cli", "dedup", "fewshot", "maintenance", "models", "search", "serve"]
+__all__ = ["build", "cli", "curation", "dedup", "fewshot", "maintenance", "models", "search", "serve"]

@@ -25,6 +25,8 @@ from .find import regroup as regroup
 from .marks import mark_not_duplicates as mark_not_duplicates
 from .marks import not_duplicate_pairs as not_duplicate_pairs
 from .marks import unmark_not_duplicates as unmark_not_duplicates
+from .report import STYLE as STYLE
+from .report import thumbnail_data as thumbnail_data
 from .report import write_groups_csv as write_groups_csv
 from .report import write_groups_json as write_groups_json
 from .report import write_report as write_report

@@ -23,7 +23,7 @@ THUMB = 160
 WITH_THUMBNAILS = 1000  # groups shown with thumbnails (largest first); the others are listed by name
 PER_PAGE = 50
 
-_STYLE = """
+STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
 h1{font-size:20px} .summary{color:#555;margin-bottom:16px}
 .group{background:#fff;border:1px solid #ddd;border-radius:8px;padding:12px;margin:12px 0}
@@ -48,8 +48,8 @@ nav.querySelector('.prev').onclick=()=>show(page-1);nav.querySelector('.next').o
 """
 
 
-def _thumbnail(path: str) -> tuple[str, str]:
-    """(data URI of a JPEG thumbnail, "W x H") or a placeholder for an unreadable file."""
+def thumbnail_data(path: str) -> tuple[str, str]:
+    """(data URI of a JPEG thumbnail, "W x H"), or ("", "unreadable") for a file that cannot be read."""
     from birder_index.backbone.images import open_upright
 
     try:
@@ -63,7 +63,7 @@ def _thumbnail(path: str) -> tuple[str, str]:
 
 
 def _card(m: Member, keeper: bool, thumbnails: bool) -> str:
-    uri, resolution = _thumbnail(m.path) if thumbnails else ("", "")
+    uri, resolution = thumbnail_data(m.path) if thumbnails else ("", "")
     try:
         size = f"{os.path.getsize(m.path) / 1e6:.2f} MB"
     except OSError:
@@ -92,7 +92,7 @@ def report_html(result: DedupResult) -> str:
         else ""
     )
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Duplicates</title><style>{_STYLE}</style></head>",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Duplicates</title><style>{STYLE}</style></head>",
         "<body><h1>Duplicate groups</h1>",
         f'<div class="summary">{len(result.groups)} groups, {n_dups} duplicates at similarity threshold '
         f"{result.threshold:.4f}{bar}{more}.</div>",
