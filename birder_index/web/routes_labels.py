@@ -133,12 +133,19 @@ def probe(state: State, body: ProbeIn) -> JobOut:
     from birder_index.fewshot import evaluate_set
 
     def work(progress: Progress) -> dict[str, Any]:
+        import numpy as np
+
         from birder_index.fewshot import labelled_set
 
         index = state.holder.fresh()
         progress("cross-validating the probe", 0, None)
-        classes = labelled_set(index, body.set).classes
-        ev = evaluate_set(index, body.set, folds=body.folds, balanced=body.balanced)
+        ls = labelled_set(index, body.set)
+        classes = ls.classes
+        # The page asks without choosing: as many folds as the smallest class allows, at most 5 (probe eval's
+        # default), so a small set is evaluated instead of refused; a chosen number is checked as the CLI checks it.
+        smallest = int(np.bincount(ls.y).min()) if len(ls.y) else 0
+        folds = body.folds if body.folds is not None else max(2, min(5, smallest))
+        ev = evaluate_set(index, body.set, folds=folds, balanced=body.balanced)
         return {"set": body.set, "classes": classes, "top1": ev.top1, "top5": ev.top5,
                 "per_class_recall": ev.per_class_recall, "confusion": ev.confusion.tolist(), "lambda": ev.lam,
                 "kshot": {m: {str(k): v for k, v in curve.items()} for m, curve in ev.kshot.items()}}  # fmt: skip

@@ -237,5 +237,5 @@ class SuggestionsOut(BaseModel):
 
 class ProbeIn(BaseModel):
     set: str = Field(min_length=1, max_length=200)
-    folds: int = Field(5, ge=2, le=20)
+    folds: int | None = Field(None, ge=2, le=20)  # None: 5, or fewer where the smallest class has fewer photos
     balanced: bool = False

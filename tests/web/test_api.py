@@ -297,6 +297,13 @@ def test_probe_accuracy_and_confusion(client: Client, collection: Path) -> None:
     confusion = np.array(r["confusion"])
     assert r["top1"] == confusion.trace() / confusion.sum()
     assert set(r["per_class_recall"]) == {"even", "odd"} and r["top5"] == 1.0
+    smallest = min(sum(1 for n in range(len(ids)) if n % 2 == k) for k in (0, 1))
+    # a number chosen is checked, as in the CLI; the page's default asks without one: as many as the set allows
+    chosen = job(c, c.post("/api/probe", json={"set": "two", "folds": smallest + 1}))
+    assert chosen["state"] == "failed" and f"needs at least {smallest + 1} photos in every class" in chosen["error"]
+    c.post("/api/labels/assign", json={"set": "two", "ids": ids[:1], "label": "odd"})  # now a class of 4 only
+    auto = job(c, c.post("/api/probe", json={"set": "two"}))
+    assert auto["state"] == "done" and np.array(auto["result"]["confusion"]).sum() == len(ids), auto
     one_class = job(c, c.post("/api/probe", json={"set": "nothing"}))
     assert one_class["state"] == "failed" and "empty or does not exist" in one_class["error"]
 

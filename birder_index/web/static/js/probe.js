@@ -13,7 +13,8 @@ export async function render(root, params, app) {
   }
   const name = params.get("set") && usable.some((s) => s.name === params.get("set")) ? params.get("set") : usable[0].name;
   const setSelect = select(usable.map((s) => [s.name, `${s.name} (${s.classes.length} classes)`]), name, { "aria-label": "label set" });
-  const folds = select([[3, "3 folds"], [5, "5 folds"], [10, "10 folds"]], params.get("folds") || 5, { "aria-label": "folds" });
+  // "up to 5": as many folds as the smallest class allows (the server decides), so a small set is evaluated
+  const folds = select([["", "up to 5 folds"], [3, "3 folds"], [5, "5 folds"], [10, "10 folds"]], params.get("folds") || "", { "aria-label": "folds" });
   const balanced = h("input", { type: "checkbox", checked: params.get("balanced") === "1" });
   const run = h("button", { type: "button", class: "primary" }, "Fit and evaluate");
   const jobBox = h("div");
@@ -27,7 +28,7 @@ export async function render(root, params, app) {
     clear(out);
     app.mark("probe", { set: setSelect.value, folds: folds.value, balanced: balanced.checked ? "1" : "" });
     try {
-      const r = await runJob(api("/api/probe", { method: "POST", body: { set: setSelect.value, folds: Number(folds.value), balanced: balanced.checked } }),
+      const r = await runJob(api("/api/probe", { method: "POST", body: { set: setSelect.value, folds: folds.value ? Number(folds.value) : null, balanced: balanced.checked } }),
         (job) => append(clear(jobBox), progress(job)));
       clear(jobBox);
       draw(r);
