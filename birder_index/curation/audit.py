@@ -35,8 +35,8 @@ from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.errors import BirderIndexError
 from birder_index.fewshot.classifiers import TEMPERATURE
-from birder_index.fewshot.classifiers import fit_classes
 from birder_index.fewshot.classifiers import l2
+from birder_index.fewshot.labels import labelled_ids
 from birder_index.indexer.index import Index
 from birder_index.indexer.index import absolute_path
 from birder_index.progress import Progress
@@ -207,17 +207,6 @@ class Audit:
         }  # fmt: skip
 
 
-def _label_set(index: Index, set_name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    with session_scope(index.engine) as s:
-        ids, labels = q.labels_of(s, set_name)
-    if not len(ids):
-        raise BirderIndexError(f"label set {set_name!r} is empty or does not exist (`birder-index label list`)")
-    y, classes = fit_classes(labels)
-    if len(classes) < 2:
-        raise BirderIndexError(f"label set {set_name!r} has one class ({classes[0]}); an audit needs at least 2")
-    return ids, y, classes
-
-
 def _centred(index: Index, ids: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return l2(index.vectors(ids) - mean)
 
@@ -243,7 +232,7 @@ def audit_labels(
     (`top`: only that many listed; the whole ranking is in `ids`, `suspicion`)."""
     if top is not None and top < 1:
         raise BirderIndexError(f"--top must be >= 1, got {top}")
-    ids, y, classes = _label_set(index, set_name)
+    ids, y, classes = labelled_ids(index, set_name, purpose="an audit")
     threshold = copy_threshold(index, copy_min=copy_min)
     progress("finding copies", 0, None)
     copies = copies_among(index, ids, threshold=threshold)

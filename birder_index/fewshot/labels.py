@@ -43,14 +43,21 @@ class LabelledSet:
     classes: list[str]
 
 
-def labelled_set(index: Index, set_name: str) -> LabelledSet:
+def labelled_ids(index: Index, set_name: str, *, purpose: str = "lookup") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(image ids, class indices, class names) of a label set of at least two classes; `purpose` names what needs
+    them in the error."""
     with session_scope(index.engine) as s:
         ids, labels = q.labels_of(s, set_name)
     if not len(ids):
         raise BirderIndexError(f"label set {set_name!r} is empty or does not exist (`birder-index label list`)")
     y, classes = fit_classes(labels)
     if len(classes) < 2:
-        raise BirderIndexError(f"label set {set_name!r} has one class ({classes[0]}); lookup needs at least 2")
+        raise BirderIndexError(f"label set {set_name!r} has one class ({classes[0]}); {purpose} needs at least 2")
+    return ids, y, classes
+
+
+def labelled_set(index: Index, set_name: str) -> LabelledSet:
+    ids, y, classes = labelled_ids(index, set_name)
     return LabelledSet(ids, index.vectors(ids), y, classes)
 
 

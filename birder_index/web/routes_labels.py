@@ -135,15 +135,16 @@ def probe(state: State, body: ProbeIn) -> JobOut:
     def work(progress: Progress) -> dict[str, Any]:
         import numpy as np
 
-        from birder_index.fewshot import labelled_set
+        from birder_index.fewshot.labels import labelled_ids
 
         index = state.holder.fresh()
         progress("cross-validating the probe", 0, None)
-        ls = labelled_set(index, body.set)
-        classes = ls.classes
+        _, y, classes = labelled_ids(
+            index, body.set, purpose="a probe"
+        )  # the labels only: evaluate_set reads the vectors
         # The page asks without choosing: as many folds as the smallest class allows, at most 5 (probe eval's
         # default), so a small set is evaluated instead of refused; a chosen number is checked as the CLI checks it.
-        smallest = int(np.bincount(ls.y).min()) if len(ls.y) else 0
+        smallest = int(np.bincount(y).min())
         folds = body.folds if body.folds is not None else max(2, min(5, smallest))
         ev = evaluate_set(index, body.set, folds=folds, balanced=body.balanced)
         return {"set": body.set, "classes": classes, "top1": ev.top1, "top5": ev.top5,
