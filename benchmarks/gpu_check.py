@@ -740,7 +740,8 @@ def _default_signals() -> None:
 
 def pool_rate(fn: Callable[[Any], Any], jobs: list[Any], processes: int) -> tuple[float, list[Any]]:
     """images/s of `fn` over `jobs` in a process pool (its start-up not timed), and the results."""
-    pool = multiprocessing.get_context("fork").Pool(processes, initializer=_default_signals)
+    # spawn, not fork: a worker forked from a process whose torch threads hold locks can deadlock in its first op
+    pool = multiprocessing.get_context("spawn").Pool(processes, initializer=_default_signals)
     try:
         pool.map(_worker_start, range(processes))
         t0 = time.perf_counter()
