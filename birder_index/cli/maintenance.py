@@ -163,17 +163,19 @@ def verify_text(r: VerifyReport) -> str:
 @cli.command()
 @index_dir_option
 @index_options
-def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None) -> None:
+@click.option("--tune-only", is_flag=True, help="Keep the trained index; tune nprobe and k_factor again.")
+def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None, tune_only: bool) -> None:
     """Choose, train and tune the FAISS index again from the stored embeddings (no image is re-embedded).
 
     \b
-    Example:
+    Examples:
         birder-index reindex
+        birder-index reindex --tune-only --target-recall 0.97
     """
     from birder_index.indexer import reindex as reindex_
 
     with open_for(index_dir) as index:
-        report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall)
+        report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall, tune_only=tune_only)
     click.echo(
         f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "
         f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "

@@ -48,7 +48,8 @@ from birder_index.indexer.vectors import save_array
 logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET_RECALL = 0.95
-TUNING_QUERIES = 1000
+TUNING_QUERIES = 1000  # held-out collection vectors that choose nprobe and k_factor, and as many again whose
+# recall and rate are the ones recorded (`info`): the choosing queries' own recall flatters the choice
 RETUNE_GROWTH = 0.25  # re-tune (not retrain) when the collection changed by more than this since the last tuning
 
 
@@ -65,9 +66,10 @@ class RefreshReport:
     tune_seconds: float = 0.0
 
 
-def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False) -> RefreshReport:
+def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False, retune: bool = False) -> RefreshReport:
     """Write a FAISS index holding exactly the indexed images. `rebuild`: even if the manifest says it is current
-    (verify --repair); `retrain`: choose and train a new index from the store (reindex)."""
+    (verify --repair); `retrain`: choose and train a new index from the store (reindex); `retune`: tune nprobe and
+    k_factor again, keeping the trained index (reindex --tune-only)."""
     t0 = time.perf_counter()
     faiss.omp_set_num_threads(usable_cores())
     with session_scope(index.engine) as s:
@@ -76,7 +78,7 @@ def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False) -
         max_memory = q.get_int(s, MetaKey.MAX_INDEX_MEMORY, default=DEFAULT_MEMORY)
         target = float(q.get_meta(s, MetaKey.TARGET_RECALL) or DEFAULT_TARGET_RECALL)
     exists = manifest is not None and (index.dir / manifest.file).exists()
-    if exists and manifest is not None and manifest.generation == generation and not (retrain or rebuild):
+    if exists and manifest is not None and manifest.generation == generation and not (retrain or rebuild or retune):
         return RefreshReport(manifest.factory, manifest.vector_count, False, 0.0)
     index.invalidate()  # this refresh follows writes: re-read them
     ids, _ = index.id_rows()
@@ -96,7 +98,7 @@ def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False) -
         index.catch_up(state)
         trained_on = manifest.trained_on
     t_tune = time.perf_counter()
-    recall, qps = _tuned(index, state, target, force=fresh, previous=manifest)
+    recall, qps = _tuned(index, state, target, force=fresh or retune, previous=manifest)
     tune_seconds = time.perf_counter() - t_tune
     name = f"index-{generation}-{uuid.uuid4().hex[:6]}.faiss"
     ann.save(state.index, index.dir / name)
@@ -160,8 +162,9 @@ def training_positions(n: int, points: int) -> np.ndarray:
 
 
 def tuning_positions(n: int) -> np.ndarray:
-    """The positions (in id order) of the collection vectors that tune the index, and that training leaves out."""
-    return np.sort(np.random.default_rng(1).choice(n, min(TUNING_QUERIES, n), replace=False))
+    """The positions (in id order) of the collection vectors that tune the index (every other one chooses, the rest
+    check), and that training leaves out."""
+    return np.sort(np.random.default_rng(1).choice(n, min(2 * TUNING_QUERIES, n), replace=False))
 
 
 def _tuned(
@@ -196,13 +199,15 @@ def _tuned(
             state.index, x, kk, nprobe, k_factor, rows_of=index.rows_of, vectors=index.store().array()
         )
 
-    timing = TimingContext(len(xq))
+    choose, check = slice(0, None, 2), slice(1, None, 2)  # the positions are a random draw: alternate ones split it
+    timing = TimingContext(len(xq[check]) or len(xq))
     nlist = int(state.params.get("nlist", 0))
     if nlist == 0:  # exact: recall 1.0 by construction; measure the speed
-        recall = measure_recall(search, xq, q_ids, gt, nprobe=1, k_factor=1)
-        t = Tuning(1, 1, recall, queries_per_second(users_search, xq, k=k, nprobe=1, k_factor=1))
+        recall = measure_recall(search, xq, q_ids, gt, nprobe=1, k_factor=1).value
+        t = Tuning(1, 1, recall, queries_per_second(users_search, xq[choose], k=k, nprobe=1, k_factor=1))
     else:
-        t = tune(search, xq, q_ids, gt, nlist, target=target, timed=users_search)
+        held = (xq[check], q_ids[check], gt[check]) if len(q_ids) > 1 else None
+        t = tune(search, xq[choose], q_ids[choose], gt[choose], nlist, target=target, timed=users_search, check=held)
         state.params.update(nprobe=t.nprobe, k_factor=t.k_factor)
     state.params.update(tuned_at=n, timing=asdict(timing.result()))
     logger.info("tuned: recall@%d %.4f at %.0f queries/s (%s)", k, t.recall, t.qps, state.params)
@@ -238,9 +243,12 @@ def set_index_options(index: Index, *, max_index_memory: int | None = None, targ
             q.set_meta(s, MetaKey.TARGET_RECALL, target_recall)
 
 
-def reindex(index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None) -> RefreshReport:
-    """Choose, train and tune the FAISS index again from the embedding store, under the writer lock."""
+def reindex(
+    index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None, tune_only: bool = False
+) -> RefreshReport:
+    """Choose, train and tune the FAISS index again from the embedding store, under the writer lock; `tune_only`:
+    keep the trained index and tune it again (to a new target recall, say: minutes where training takes an hour)."""
     with WriterLock(index.dir, engine=index.engine):
         remove_stale_files(index)  # what an interrupted reindex left
         set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
-        return refresh_ann(index, retrain=True)
+        return refresh_ann(index, retrain=not tune_only, retune=tune_only)

@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -84,7 +85,7 @@ def small_flat_max(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_tuning_queries_are_held_out_of_training() -> None:
     sample, queries = training_positions(60_000, 20_000), tuning_positions(60_000)
-    assert len(sample) == 20_000 and len(np.unique(sample)) == 20_000 and len(queries) == 1_000
+    assert len(sample) == 20_000 and len(np.unique(sample)) == 20_000 and len(queries) == 2_000
     assert not np.intersect1d(sample, queries).size
     assert sample.max() > 50_000  # a random sample, not the first N
     assert len(training_positions(1_500, 1_400)) == 1_400  # too small to spare them: trained on everything
@@ -151,6 +152,29 @@ def test_tuner_stops_probing_more_lists_once_recall_stops_growing() -> None:
     assert max(p for p, kf in probed if kf == 1) == 8  # 8 gained nothing over 4: 4096 lists were never scanned
 
 
+def test_tuner_clears_the_target_by_a_margin_and_reports_the_recall_of_queries_that_did_not_choose() -> None:
+    """Queries whose recalls spread around the target: a mean at the target is not enough, and the recall returned
+    is the check queries' own, measured at the chosen setting."""
+    gt = np.arange(10)[None, :].repeat(99, 0)
+    spread = np.arange(99) % 3 - 1  # -1, 0, +1 neighbours around each setting's mean: a standard error of 0.008
+
+    def search(xq: np.ndarray, k: int, nprobe: int, k_factor: int) -> tuple[np.ndarray, np.ndarray]:
+        # nprobe 1 finds 8 of 10 on average, nprobe 2 9, nprobe 4 and more all; the check queries (xq[:, 0] == 1)
+        # find one fewer than the choosing ones at every setting
+        mean = {1: 8, 2: 9}.get(nprobe, 10) - xq[:, 0].astype(int)
+        found = np.clip(mean + spread[: len(xq)] * (nprobe < 4), 0, 10)
+        ids = np.where(np.arange(k)[None, :] < found[:, None], np.arange(k)[None, :], -1)
+        return np.zeros(ids.shape, np.float32), ids
+
+    choose, check = np.zeros((99, 8), np.float32), np.ones((99, 8), np.float32)
+    held = (check, np.full(99, 99), gt)
+    t = tune(search, choose, np.full(99, 99), gt, 64, target=0.9, check=held)
+    assert t.nprobe == 4  # nprobe 2 averages exactly 0.9: short of 0.9 + 2 standard errors (k_factor adds nothing)
+    assert t.recall == 0.9  # the check queries' recall at nprobe 4, not the choosing queries' 1.0
+    t = tune(search, choose, np.full(99, 99), gt, 64, target=0.85)
+    assert (t.nprobe, t.recall) == (2, 0.9)  # 0.9 clears 0.85 by more than two standard errors; no check: its own
+
+
 def test_growth_retrains_and_removal_needs_no_rebuild(tmp_path: Path, small_flat_max: None) -> None:
     index_dir = _import(tmp_path, clustered(1500, 32), "a")
     with open_index(index_dir) as index, session_scope(index.engine) as s:
@@ -183,6 +207,23 @@ def test_reindex_and_shrinking_back_to_exact(tmp_path: Path, small_flat_max: Non
             q.delete_images(s, ids)
             q.bump_generation(s)
         assert refresh_ann(index).factory == "Flat"  # 500 vectors: exact again
+
+
+def test_reindex_tune_only_keeps_the_trained_index_and_tunes_to_the_new_target(
+    tmp_path: Path, small_flat_max: None
+) -> None:
+    index_dir = _import(tmp_path, clustered(3000, 32), target_recall=0.5)
+    with open_index(index_dir) as index:
+        before = index.ann()
+        centroids = faiss.extract_index_ivf(before.index).quantizer.reconstruct_n(0, 8)
+        low = (before.params["nprobe"], before.params["k_factor"])
+        report = reindex(index, target_recall=0.99, tune_only=True)
+        assert not report.retrained and report.train_seconds == 0 and report.recall is not None
+        after = index.ann()
+        assert np.array_equal(faiss.extract_index_ivf(after.index).quantizer.reconstruct_n(0, 8), centroids)
+        assert (after.params["nprobe"], after.params["k_factor"]) != low and report.recall >= 0.95
+        with session_scope(index.engine) as s:
+            assert q.get_manifest(s).trained_on == 3000  # type: ignore[union-attr]
 
 
 def test_exact_knn_streams_blocks_to_the_brute_force_answer() -> None:
