@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 
 import faiss
 import numpy as np
@@ -29,6 +30,7 @@ ONE_CELL_MAX = 4096  # up to here one cell (a blocked brute force) is cheaper th
 POINTS_PER_CENTROID = 40  # k-means training sample; the pruning is exact however rough the centroids are
 BLOCK = 8192  # vectors scored against the centroids at once
 PROBES_MAX = 1 << 23  # (query, cell) probes held before they are joined: 128 MB
+HELD_MAX = 1 << 26  # a self-join's probes kept from its assignment pass (int32 pairs): 512 MB at most
 SCORES_MAX = 1 << 22  # query x cell-member scores computed at once (16 MB of float32)
 QUERIES_MAX = 1 << 10  # queries scored at once: bounded, so a cell's work allocates the same few MB again and again
 
@@ -48,22 +50,27 @@ def similar_pairs(
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
     centroids = train_centroids(fetch_b, nb, seed=seed)
-    # Every member's cell must be known before the first round of the join, so a self-join scores its vectors
-    # against the centroids twice (here and in `probes`) rather than hold all probe lists at once.
-    b_home = assign(fetch_b, nb, centroids)
-    cells = CellMembers.of(b_home, len(centroids))
     gaps = torch.cdist(torch.from_numpy(centroids), torch.from_numpy(centroids)).numpy()  # |c_i - c_j|
-    parts, held, pos_parts, cell_parts = [], 0, [], []
+    # Every member's cell must be known before the first round of the join. A self-join finds its vectors' probes
+    # in the same pass (its queries are its members), held as int32 while they fit in HELD_MAX; queries past that
+    # are scored against the centroids again in the join's rounds. At 10M x 512 this saved one of the three passes
+    # over N x cells (docs/benchmarks.md#one-machine-1m-3m-10m).
+    b_home, held = assign(fetch_b, nb, centroids, probes=(gaps, radius) if same else None)
+    cells = CellMembers.of(b_home, len(centroids))
+    parts, pending, pos_parts, cell_parts = [], 0, [], []
     for start in range(0, nq, BLOCK):
         q = np.arange(start, min(start + BLOCK, nq))
-        q_pos, q_cell = reachable_cells(fetch_q, q, centroids, gaps, radius, home=b_home[q] if same else None)
+        if start < held.until:
+            q_pos, q_cell = held.block(start)
+        else:
+            q_pos, q_cell = reachable_cells(fetch_q, q, centroids, gaps, radius, home=b_home[q] if same else None)
         pos_parts.append(q_pos)
         cell_parts.append(q_cell)
-        held += len(q_pos)
-        if held >= PROBES_MAX or start + BLOCK >= nq:  # joined in rounds when a low threshold prunes little
+        pending += len(q_pos)
+        if pending >= PROBES_MAX or start + BLOCK >= nq:  # joined in rounds when a low threshold prunes little
             q_pos, q_cell = np.concatenate(pos_parts), np.concatenate(cell_parts)
             parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same))
-            held, pos_parts, cell_parts = 0, [], []
+            pending, pos_parts, cell_parts = 0, [], []
     qa, qb, scores = (np.concatenate(v) for v in zip(*parts, strict=True))
     return qa, qb, scores
 
@@ -90,14 +97,46 @@ def train_centroids(fetch: Fetch, n: int, *, seed: int = 0) -> np.ndarray:
     return np.asarray(km.centroids, np.float32)
 
 
-def assign(fetch: Fetch, n: int, centroids: np.ndarray) -> np.ndarray:
-    """Each vector's cell: the centroid it scores highest with."""
+@dataclass
+class HeldProbes:
+    """The probes of a self-join's first `until` vectors, kept from the assignment pass: per block of BLOCK
+    vectors, (positions, cells) as int32."""
+
+    until: int = 0
+    blocks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, start: int, positions: np.ndarray, cells: np.ndarray, end: int) -> bool:
+        if self.until != start or self.count + len(positions) > HELD_MAX:
+            return False
+        self.blocks[start] = (positions.astype(np.int32), cells.astype(np.int32))
+        self.count += len(positions)
+        self.until = end
+        return True
+
+    def block(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        positions, cells = self.blocks.pop(start)
+        return positions.astype(np.int64), cells.astype(np.int64)
+
+
+def assign(
+    fetch: Fetch, n: int, centroids: np.ndarray, *, probes: tuple[np.ndarray, float] | None = None
+) -> tuple[np.ndarray, HeldProbes]:
+    """Each vector's cell: the centroid it scores highest with. With `probes` (gaps, radius) of a self-join, also
+    the cells each vector must probe, from the same scores, while they fit in HELD_MAX."""
     c = torch.from_numpy(centroids)
     home = np.empty(n, np.int64)
+    held = HeldProbes()
     with torch.inference_mode():
         for start in range(0, n, BLOCK):
-            home[start : start + BLOCK] = (_rows(fetch, np.arange(start, min(start + BLOCK, n))) @ c.T).argmax(1)
-    return home
+            positions = np.arange(start, min(start + BLOCK, n))
+            scores = _rows(fetch, positions) @ c.T
+            best = scores.argmax(1)
+            home[start : start + len(positions)] = best.numpy()
+            if probes is not None and held.until == start:
+                q_pos, q_cell = _probed(scores, positions, best, probes[0], probes[1], self_join=True)
+                held.add(start, q_pos, q_cell, start + len(positions))
+    return home, held
 
 
 def reachable_cells(
@@ -114,13 +153,21 @@ def reachable_cells(
     with torch.inference_mode():
         scores = _rows(fetch, positions) @ torch.from_numpy(centroids).T
         ref = scores.argmax(1) if home is None else torch.from_numpy(home)
-        top = scores.gather(1, ref[:, None])[:, 0]
-        # the vector's distance to cell j's boundary, (top - score_j) / gap_ij, must be within the radius (0 for
-        # its own cell). Written without the division; checked only where the largest gap lets it pass.
-        rows, cells = torch.nonzero(scores >= (top - radius * float(gaps.max()) - ROUNDING)[:, None], as_tuple=True)
-        near = top[rows] - scores[rows, cells] <= radius * torch.from_numpy(gaps)[ref[rows], cells] + ROUNDING
-        if home is not None:
-            near &= cells >= ref[rows]
+        return _probed(scores, positions, ref, gaps, radius, self_join=home is not None)
+
+
+def _probed(
+    scores: torch.Tensor, positions: np.ndarray, ref: torch.Tensor, gaps: np.ndarray, radius: float, *,
+    self_join: bool,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`reachable_cells` from the vectors' scores against the centroids and their reference cells."""
+    top = scores.gather(1, ref[:, None])[:, 0]
+    # the vector's distance to cell j's boundary, (top - score_j) / gap_ij, must be within the radius (0 for its
+    # own cell). Written without the division; checked only where the largest gap lets it pass.
+    rows, cells = torch.nonzero(scores >= (top - radius * float(gaps.max()) - ROUNDING)[:, None], as_tuple=True)
+    near = top[rows] - scores[rows, cells] <= radius * torch.from_numpy(gaps)[ref[rows], cells] + ROUNDING
+    if self_join:
+        near &= cells >= ref[rows]
     return positions[rows[near].numpy()], cells[near].numpy().astype(np.int64)
 
 

@@ -37,6 +37,26 @@ def test_self_join_equals_brute_force(monkeypatch: pytest.MonkeyPatch, threshold
     np.testing.assert_allclose(s, np.einsum("ij,ij->i", x[a], x[b]), atol=1e-5)
 
 
+def test_self_join_past_the_probes_it_can_hold_equals_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probes kept from the assignment pass run out part way: the rest are found again in the join's rounds."""
+    monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)
+    monkeypatch.setattr(pairs, "BLOCK", 256)
+    monkeypatch.setattr(pairs, "HELD_MAX", 1000)  # about the first three blocks' probes
+    monkeypatch.setattr(pairs, "PROBES_MAX", 700)  # and several rounds of the join
+    x = _clustered(3000, 24, seed=3)
+    held = pairs.assign(
+        lambda p: x[p],
+        len(x),
+        pairs.train_centroids(lambda p: x[p], len(x)),
+        probes=(np.ones((64, 64), np.float32), 0.1),
+    )[1]
+    assert 0 < held.until < len(x)
+    a, b, _ = similar_pairs(lambda p: x[p], len(x), 0.95)
+    expected = _brute(x, x, 0.95, same=True)
+    assert len(expected) > 100 and len(a) == len(expected)
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
+
+
 def test_join_of_two_collections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)
     x = _clustered(2000, 16, seed=2)
