@@ -10,8 +10,9 @@ float16 .npy: N x d float32 is never in memory. `index` imports them with `impor
 `birder-index import`), then searches 1,000 held-out vectors of the same collection with `nearest` (batches
 of 1,000, the median of 3 after a warm-up; and 200 queries one at a time) against a streamed exact search, and
 prints what `birder-index info` says. `dedup` plants pairs just above the threshold (up to 0.01 above; closer
-for thresholds above 0.98), decoys as far below it, and near-identical copies, imports, then runs
-`find_duplicates` in a fresh process (threshold 0.995 by default, as `dedup.py scale`).
+for thresholds above 0.98), decoys as far below it, and near-identical copies, imports them into the embedding
+store (without the FAISS index, which dedup does not read, unless --with-faiss), then runs `find_duplicates` in a
+fresh process (threshold 0.995 by default, as `dedup.py scale`).
 
 Peak memory is peak *anonymous* memory: the largest RssAnon of /proc/self/status, sampled every 0.1 s by a
 thread. RssAnon is resident memory less file-backed pages, so the memory-mapped input, embedding store and id
@@ -217,7 +218,7 @@ def plant(path: Path, n: int, d: int, threshold: float, seed: int) -> dict[str, 
     return {"a": src - N_QUERIES, "b": np.arange(base, n), "cos": cos}
 
 
-def run_dedup(n: int, work: Path, threshold: float) -> dict[str, Any]:
+def run_dedup(n: int, work: Path, threshold: float, *, with_faiss: bool = False) -> dict[str, Any]:
     from birder_index.indexer import import_embeddings
 
     d = 512
@@ -229,7 +230,18 @@ def run_dedup(n: int, work: Path, threshold: float) -> dict[str, Any]:
     index_dir = work / "dindex"
     shutil.rmtree(index_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    import_embeddings(work / "planted.npy", index_dir, paths_file=work / "paths.txt")
+    if with_faiss:
+        import_embeddings(work / "planted.npy", index_dir, paths_file=work / "paths.txt")
+    else:  # dedup reads only the embedding store: the FAISS index, the `index` run's subject, is not built
+        from birder_index.indexer import importer
+        from birder_index.indexer.refresh import RefreshReport
+
+        real = importer.refresh_ann
+        importer.refresh_ann = lambda index, **_: RefreshReport("none", 0, False, 0.0)  # type: ignore[assignment]
+        try:
+            import_embeddings(work / "planted.npy", index_dir, paths_file=work / "paths.txt")
+        finally:
+            importer.refresh_ann = real
     import_s = time.perf_counter() - t0
     (work / "planted.npy").unlink()
     out = subprocess.run([sys.executable, __file__, "_dedup_child", str(index_dir), str(threshold)],
@@ -270,7 +282,7 @@ def main() -> None:
         if kind == "_dedup_child":
             return dedup_child(rest[0], float(rest[1]))
         result = run_index(int(rest[0]), Path(rest[1])) if kind == "_index" else run_dedup(
-            int(rest[0]), Path(rest[1]), float(rest[2]))  # fmt: skip
+            int(rest[0]), Path(rest[1]), float(rest[2]), with_faiss=rest[3:] == ["faiss"])  # fmt: skip
         print(json.dumps(result))
         return None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,13 +293,14 @@ def main() -> None:
     # threshold of 0.95 would pair most of the collection instead of finding its duplicates
     parser.add_argument("--threshold", type=float, default=0.995, help="dedup's cosine threshold")
     parser.add_argument("--keep", action="store_true", help="keep the generated files between runs")
+    parser.add_argument("--with-faiss", action="store_true", help="dedup: build the FAISS index on import too")
     args = parser.parse_args()
     results, failed = [], 0
     for n in args.sizes:
         folder = args.work / f"{args.what}-{n}"
         cmd = [sys.executable, __file__, f"_{args.what}", str(n), str(folder)]
         if args.what == "dedup":
-            cmd.append(str(args.threshold))
+            cmd += [str(args.threshold), *(["faiss"] if args.with_faiss else [])]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"{n}: failed\n{done.stderr[-3000:]}", flush=True)
