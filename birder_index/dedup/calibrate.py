@@ -62,6 +62,9 @@ THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
 # sample every such pair is a copy of one picture, and the different pictures closest in pixels (a light and a
 # dark theme, grey alike) stay below (docs/dedup.md).
 COPY_SIDE, COPY_MIN = 32, 0.98
+# Estimated duplicate pairs per sampled photo from which the sample "holds many duplicates": the correction for
+# them errs towards a high threshold there (docs/dedup.md), and the output says so (`many_duplicates`).
+MANY_DUPLICATES = 0.5
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -197,7 +200,7 @@ class Measured:
         k = len(VARIANTS)
         vrows = (np.asarray(rows)[:, None] * k + np.arange(k)).ravel()
         return Measured(
-            **{name: value[vrows if name.endswith("_var") else rows] for name, value in asdict(self).items()}
+            **{name: value[vrows if name.endswith("var") else rows] for name, value in asdict(self).items()}
         )
 
     @classmethod
@@ -261,8 +264,21 @@ def estimate(
     found = np.isfinite(pos) & ((pos >= threshold) | (pos_thumb >= (bar or np.inf)))
     kinds = np.tile(np.array(list(VARIANTS)), n)
     recall = {kind: float(np.mean(found[kinds == kind])) for kind in VARIANTS}
-    return Estimate(threshold, with_thumbs if bar else reached, recall, len(pos), len(iu[0]),
-                    round(duplicates) + int(copies.sum()), bar, "")  # fmt: skip
+    duplicates = round(duplicates) + int(copies.sum())
+    return Estimate(threshold, with_thumbs if bar else reached, recall, len(pos), len(iu[0]), duplicates, bar,
+                    many_duplicates(duplicates, n, threshold))  # fmt: skip
+
+
+def many_duplicates(duplicates: int, photos: int, threshold: float) -> str:
+    """The line for a sample that holds many duplicates ("" for one that does not)."""
+    if duplicates < MANY_DUPLICATES * photos:
+        return ""
+    return (
+        f"the sample holds many duplicates (about {duplicates} pairs among {photos} photos): the threshold then errs "
+        f"high, so fewer of the collection's own duplicates (crops, rotations) are found than the recall above says; "
+        f"to find more, review the groups at a fixed threshold below {threshold:.2f}: "
+        f"birder-index dedup --threshold {max(threshold - 0.05, 0.5):.2f} --report groups.html"
+    )
 
 
 def calibrate(
