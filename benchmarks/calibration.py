@@ -225,9 +225,8 @@ class Draw:
     fixed: dict[float, dict[str, float]]  # at the fixed thresholds (default thumbnail bar)
 
 
-def run_draw(c: Collection, rows: np.ndarray, sample: np.ndarray, passes: int | None) -> Draw:
-    options = {} if passes is None else {"passes": passes}
-    est = estimate(c.measured.take(sample), precision=0.99, **options)
+def run_draw(c: Collection, rows: np.ndarray, sample: np.ndarray) -> Draw:
+    est = estimate(c.measured.take(sample), precision=0.99)
     fixed = {t: dedup(c, rows, t, THUMBNAIL_MIN) for t in FIXED}
     scores = dedup(c, rows, est.threshold, est.thumbnail_min)
     return Draw(est.threshold, est.thumbnail_min, est.duplicates, est.advice, scores, fixed)
@@ -280,7 +279,7 @@ def realistic(args: argparse.Namespace) -> None:
     draws = []
     for n in range(args.draws):
         rows = realistic_rows(c, n)
-        d = run_draw(c, rows, c.rows_of_sha_first(rows), args.passes)
+        d = run_draw(c, rows, c.rows_of_sha_first(rows))
         draws.append(d)
         print(f"draw {n:>2}: {len(rows)} images  {_row(n, d, TARGETS['quality'])}", flush=True)
     print(summary(draws, KINDS, TARGETS["quality"]))
@@ -295,7 +294,7 @@ def heavy(args: argparse.Namespace) -> None:
     distinct = c.rows_of_sha_first(rows)
     for n in range(args.draws):
         sample = np.sort(np.random.default_rng(n).choice(distinct, min(150, len(distinct)), replace=False))
-        d = run_draw(c, rows, sample, args.passes)
+        d = run_draw(c, rows, sample)
         draws.append(d)
         print(f"draw {n:>2}: {_row(n, d, TARGETS[args.set])}", flush=True)
         if n == 0 and d.advice:
@@ -311,7 +310,6 @@ def main() -> None:
         p.add_argument("--photos", type=Path, required=True)
         p.add_argument("--work", type=Path, required=True, help="cache folder (outside the repository)")
         p.add_argument("--draws", type=int, default=40 if name == "realistic" else 10)
-        p.add_argument("--passes", type=int, default=None, help="the estimator's passes (1: the single pass)")
     sub.choices["heavy"].add_argument("--set", choices=("quality", "other"), default="quality")
     args = parser.parse_args()
     realistic(args) if args.what == "realistic" else heavy(args)
