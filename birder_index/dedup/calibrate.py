@@ -64,11 +64,11 @@ THUMBNAIL_BARS = (0.98, 0.985, 0.99, 0.995)
 COPY_SIDE, COPY_MIN = 32, 0.98
 # Estimated duplicate pairs per sampled photo from which the sample "holds many duplicates": the correction for
 # them errs towards a high threshold there, and the output says so (`many_duplicates`). Measured: 0.19 on the
-# README's 54 photos, 0.2-0.5 on realistic collections, 0.84-1.17 on one nine tenths duplicates
+# README's 54 photos, 0.2-0.5 on realistic collections, 0.84-1.29 on two made mostly of duplicates
 # (docs/benchmarks.md#calibration).
 MANY_DUPLICATES = 0.75
 # The fixed threshold that line suggests reviewing lies this far below the calibrated one: on the duplicate-heavy
-# benchmarks the thresholds meeting every target lie 0.04-0.10 below it (docs/benchmarks.md#calibration).
+# benchmarks the fixed thresholds meeting every target lie 0.03 to over 0.1 below it (docs/benchmarks.md#calibration).
 REVIEW_BELOW = 0.05
 
 
