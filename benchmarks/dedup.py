@@ -177,7 +177,7 @@ def quality(args: argparse.Namespace) -> None:
               f"0.99 in {time.perf_counter() - t0:.0f}s "
               f"(estimated {cal.estimated_precision:.3f}; per-variant recall on the sample: "
               + ", ".join(f"{k} {v:.2f}" for k, v in cal.recall.items()) + ")")  # fmt: skip
-        families = [truth[Path(rel).name][0] for rel in _sample(index, cal.sample, 0)]  # the calibration's sample
+        families = [truth[Path(rel).name][0] for _, rel in _sample(index, cal.sample, 0)]  # the calibration's sample
         copies = sum(a == b for a, b in itertools.combinations(families, 2))
         print(f"of its {cal.negatives} pairs of sampled photos, {copies} are copies of one picture; "
               f"the calibration estimated {cal.duplicates}")  # fmt: skip

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from birder_index.dedup.calibrate import MANY_DUPLICATES
+from birder_index.dedup.calibrate import REVIEW_BELOW
 from birder_index.dedup.calibrate import THUMBNAIL_BARS
+from birder_index.dedup.calibrate import VARIANTS
+from birder_index.dedup.calibrate import Measured
 from birder_index.dedup.calibrate import choose_threshold
 from birder_index.dedup.calibrate import choose_thumbnail_min
+from birder_index.dedup.calibrate import estimate
 from birder_index.errors import BirderIndexError
 
 RNG = np.random.default_rng(0)
@@ -83,3 +88,41 @@ def _naive(pos: np.ndarray, neg: np.ndarray, precision: float) -> float:
         if tp and tp / (tp + fp) >= precision:
             return float(t)
     return 1.0
+
+
+def _measured(photos: int, *, pairs_of_copies: bool, seed: int = 0) -> Measured:
+    """Synthetic measurements: unit embeddings, variants close to their photo, one colour for all, thumbnails that
+    tell every photo apart. With `pairs_of_copies`, every odd photo is a near copy of the one before it (the
+    collection's own duplicates, which the thumbnails do not reveal)."""
+    rng = np.random.default_rng(seed)
+    d, k = 32, len(VARIANTS)
+    orig = rng.standard_normal((photos, d))
+    if pairs_of_copies:
+        orig[1::2] = orig[0::2] + 0.25 * rng.standard_normal((photos // 2, d))
+    orig = orig / np.linalg.norm(orig, axis=1, keepdims=True)
+    var = np.repeat(orig, k, axis=0) + 0.25 * rng.standard_normal((photos * k, d))
+    var = var / np.linalg.norm(var, axis=1, keepdims=True)
+    sig = np.tile(rng.integers(0, 255, (1, 193), dtype=np.uint8), (photos * (k + 1), 1))
+    th = rng.integers(0, 255, (photos, 256), dtype=np.uint8)
+    fine = rng.integers(0, 255, (photos, 1024), dtype=np.uint8)
+    return Measured(np.arange(photos, dtype=np.int64), orig.astype(np.float32), var.astype(np.float32),
+                    sig[:photos], sig[photos:], th, np.repeat(th, k, axis=0), fine)  # fmt: skip
+
+
+def test_a_sample_full_of_duplicates_says_so_in_one_line() -> None:
+    clean = estimate(_measured(60, pairs_of_copies=False), precision=0.99)
+    assert clean.duplicates < MANY_DUPLICATES * 60 and clean.advice == ""
+    heavy = estimate(_measured(60, pairs_of_copies=True), precision=0.99)
+    assert heavy.duplicates >= MANY_DUPLICATES * 60  # 30 pairs of copies, as many as one per photo
+    assert "\n" not in heavy.advice and f"about {heavy.duplicates} pairs among 60 photos" in heavy.advice
+    assert f"--threshold {np.floor((heavy.threshold - REVIEW_BELOW) * 100) / 100:.2f}" in heavy.advice
+
+
+def test_taking_a_smaller_sample_keeps_each_photo_with_its_variants() -> None:
+    m = _measured(10, pairs_of_copies=False)
+    part = m.take(np.array([2, 7]))
+    k = len(VARIANTS)
+    assert np.array_equal(part.ids, [2, 7]) and np.array_equal(
+        part.var, np.concatenate([m.var[2 * k : 3 * k], m.var[7 * k : 8 * k]])
+    )
+    assert np.array_equal(Measured.join([m.take(np.arange(5)), m.take(np.arange(5, 10))]).var, m.var)
