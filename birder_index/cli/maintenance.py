@@ -17,6 +17,7 @@ from birder_index.cli.app import index_options
 from birder_index.cli.app import json_option
 from birder_index.cli.app import open_for
 from birder_index.cli.app import quiet_option
+from birder_index.cli.app import ray_option
 from birder_index.cli.progress import Reporter
 from birder_index.output import printable
 
@@ -163,17 +164,19 @@ def verify_text(r: VerifyReport) -> str:
 @cli.command()
 @index_dir_option
 @index_options
-def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None) -> None:
+@ray_option("Fill a new IVF index")
+def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None, ray: str | None) -> None:
     """Choose, train and tune the FAISS index again from the stored embeddings (no image is re-embedded).
 
     \b
     Example:
         birder-index reindex
+        birder-index reindex --ray head-node:6379
     """
     from birder_index.indexer import reindex as reindex_
 
     with open_for(index_dir) as index:
-        report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall)
+        report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall, ray=ray)
     click.echo(
         f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "
         f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "

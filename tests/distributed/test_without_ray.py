@@ -30,3 +30,17 @@ def test_bad_settings_are_one_line() -> None:
         RaySettings(actors=0)
     with pytest.raises(BirderIndexError, match="^CPUs per Ray actor must be > 0, got -1"):
         RaySettings(cpus_per_actor=-1)
+
+
+def test_reindex_without_ray_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import numpy as np
+
+    from birder_index.indexer import import_embeddings
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32))
+    (tmp_path / "p.txt").write_text("\n".join(f"{i}.jpg" for i in range(20)))
+    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", paths_file=tmp_path / "p.txt")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(cli, ["reindex", "--index-dir", str(tmp_path / "idx"), "--ray"])
+    assert result.exit_code == 1
+    assert result.output == 'Error: --ray needs Ray: pip install "birder-index[ray]"\n'
