@@ -10,19 +10,29 @@ at threshold 0.995 a vector is compared with one or two cells of the ~sqrt(N).
 
 Plain functions over arrays: vectors come from `fetch(positions) -> (len, d)` L2-normalised float32 rows, so a
 memory-mapped store is read a cell at a time and never held whole.
+
+The work comes in pieces that a `Runner` runs: blocks of vectors scored against the centroids, then a round's
+cells joined in ranges of cells. `Here` runs them one after the other in this process; `dedup --ray` runs them as
+Ray tasks (distributed/tasks.py `RayTasks`) and gets the same pairs in the same order: each cell is joined with
+the same queries, and the results are taken in the order of the pieces.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+from typing import Protocol
 
 import faiss
 import numpy as np
 import torch
 
 Fetch = Callable[[np.ndarray], np.ndarray]
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 ROUNDING = 1e-4  # float32 rounding of scores and cell assignments (~1e-6) can never drop a pair
 ONE_CELL_MAX = 4096  # up to here one cell (a blocked brute force) is cheaper than training k-means
@@ -33,14 +43,40 @@ SCORES_MAX = 1 << 22  # query x cell-member scores computed at once (16 MB of fl
 QUERIES_MAX = 1 << 10  # queries scored at once: bounded, so a cell's work allocates the same few MB again and again
 
 
+class Runner(Protocol):
+    """Runs the pieces of a join: `fn(*shared, *call)` for each call, results in the order of `calls`."""
+
+    @property
+    def parts(self) -> int:
+        """Ranges of cells a round's join is cut into."""
+
+    def map(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, shared: tuple[Any, ...] = ()
+    ) -> Iterator[Any]:
+        """`fn(*shared, *call)` for each call, in the order of `calls`."""
+
+
+class Here:
+    """One piece after another, in this process: a round's join is one piece."""
+
+    parts = 1
+
+    def map(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, shared: tuple[Any, ...] = ()
+    ) -> Iterator[Any]:
+        return (fn(*shared, *call) for call in calls)
+
+
 def similar_pairs(
-    fetch_q: Fetch, nq: int, threshold: float, *, fetch_b: Fetch | None = None, nb: int = 0, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fetch_q: Fetch, nq: int, threshold: float, *, fetch_b: Fetch | None = None, nb: int = 0, seed: int = 0,
+    runner: Runner | None = None,
+) -> Pairs:  # fmt: skip
     """(query positions, database positions, cosine) of every pair with cosine >= threshold.
 
     Without `fetch_b` the queries are the database (a self-join): each pair comes once, with the smaller
-    position first, and no vector is paired with itself.
+    position first, and no vector is paired with itself. `runner`: where the pieces run (default: here).
     """
+    run = runner or Here()
     same = fetch_b is None
     if fetch_b is None:
         fetch_b, nb = fetch_q, nq
@@ -50,22 +86,65 @@ def similar_pairs(
     centroids = train_centroids(fetch_b, nb, seed=seed)
     # Every member's cell must be known before the first round of the join, so a self-join scores its vectors
     # against the centroids twice (here and in `probes`) rather than hold all probe lists at once.
-    b_home = assign(fetch_b, nb, centroids)
+    b_home = np.concatenate(list(run.map(assign_block, _blocks(nb), shared=(fetch_b, centroids))))
     cells = CellMembers.of(b_home, len(centroids))
     gaps = torch.cdist(torch.from_numpy(centroids), torch.from_numpy(centroids)).numpy()  # |c_i - c_j|
-    parts, held, pos_parts, cell_parts = [], 0, [], []
-    for start in range(0, nq, BLOCK):
-        q = np.arange(start, min(start + BLOCK, nq))
-        q_pos, q_cell = reachable_cells(fetch_q, q, centroids, gaps, radius, home=b_home[q] if same else None)
+    parts: list[Pairs] = []
+    held, pos_parts, cell_parts = 0, [], []
+    shared = (fetch_q, centroids, gaps, radius, b_home if same else None)
+    for (q_pos, q_cell), (_, end) in zip(run.map(_probe_block, _blocks(nq), shared=shared), _blocks(nq), strict=True):
         pos_parts.append(q_pos)
         cell_parts.append(q_cell)
         held += len(q_pos)
-        if held >= PROBES_MAX or start + BLOCK >= nq:  # joined in rounds when a low threshold prunes little
+        if held >= PROBES_MAX or end >= nq:  # joined in rounds when a low threshold prunes little
             q_pos, q_cell = np.concatenate(pos_parts), np.concatenate(cell_parts)
-            parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same))
+            parts.extend(_join_round(run, fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same))
             held, pos_parts, cell_parts = 0, [], []
     qa, qb, scores = (np.concatenate(v) for v in zip(*parts, strict=True))
     return qa, qb, scores
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    return [(start, min(start + BLOCK, n)) for start in range(0, n, BLOCK)]
+
+
+def assign_block(fetch: Fetch, centroids: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The cell of each vector at positions start..end-1: the centroid it scores highest with."""
+    with torch.inference_mode():
+        return (_rows(fetch, np.arange(start, end)) @ torch.from_numpy(centroids).T).argmax(1).numpy()
+
+
+def _probe_block(
+    fetch: Fetch, centroids: np.ndarray, gaps: np.ndarray, radius: float, home: np.ndarray | None, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`reachable_cells` for the vectors at positions start..end-1 (`home`: every vector's cell, in a self-join)."""
+    q = np.arange(start, end)
+    return reachable_cells(fetch, q, centroids, gaps, radius, home=None if home is None else home[q])
+
+
+def _join_round(
+    run: Runner, fetch_q: Fetch, fetch_b: Fetch, q_pos: np.ndarray, q_cell: np.ndarray, cells: CellMembers, *,
+    threshold: float, same: bool,
+) -> Iterator[Pairs]:  # fmt: skip
+    """A round's probes joined in `run.parts` ranges of cells of about equal work, in cell order."""
+    if run.parts <= 1:
+        yield join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same)
+        return
+    work = np.bincount(q_cell, minlength=len(cells)) * np.diff(cells.bounds)  # queries x members of each cell
+    edges = np.searchsorted(np.cumsum(work), np.linspace(0, work.sum(), run.parts + 1)[1:-1], side="right")
+    calls = []
+    for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(cells)], strict=True):
+        mine = (q_cell >= lo) & (q_cell < hi)
+        if mine.any():
+            calls.append((q_pos[mine], q_cell[mine]))
+    yield from run.map(_join_part, calls, shared=(fetch_q, fetch_b, cells, threshold, same))
+
+
+def _join_part(
+    fetch_q: Fetch, fetch_b: Fetch, cells: CellMembers, threshold: float, same: bool, q_pos: np.ndarray,
+    q_cell: np.ndarray,
+) -> Pairs:  # fmt: skip
+    return join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same)
 
 
 def n_cells(nb: int) -> int:
@@ -88,16 +167,6 @@ def train_centroids(fetch: Fetch, n: int, *, seed: int = 0) -> np.ndarray:
     km = faiss.Kmeans(first.shape[1], cells, niter=10, spherical=True, seed=seed, verbose=False)
     km.train(np.ascontiguousarray(fetch(sample), np.float32))
     return np.asarray(km.centroids, np.float32)
-
-
-def assign(fetch: Fetch, n: int, centroids: np.ndarray) -> np.ndarray:
-    """Each vector's cell: the centroid it scores highest with."""
-    c = torch.from_numpy(centroids)
-    home = np.empty(n, np.int64)
-    with torch.inference_mode():
-        for start in range(0, n, BLOCK):
-            home[start : start + BLOCK] = (_rows(fetch, np.arange(start, min(start + BLOCK, n))) @ c.T).argmax(1)
-    return home
 
 
 def reachable_cells(

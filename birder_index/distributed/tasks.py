@@ -21,12 +21,15 @@ from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from birder_index.distributed.cluster import require_ray
 from birder_index.errors import BirderIndexError
 
 logger = logging.getLogger(__name__)
+
+PARTS_PER_CPU = 4  # pieces of work per CPU: a few more than CPUs evens out cells of unequal work and slow nodes
 
 
 def cluster_cpus(ray: Any) -> int:
@@ -79,3 +82,20 @@ def _get(ray: Any, ref: Any, what: str) -> Any:
     except ray.exceptions.RayError as e:
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise BirderIndexError(f"--ray: a {what} failed: {lines[-1] if lines else type(e).__name__}") from None
+
+
+@dataclass(frozen=True)
+class RayTasks:
+    """A `dedup.pairs.Runner` whose pieces are Ray tasks: `parts` ranges of cells per round of the join."""
+
+    parts: int
+    what: str = "task"
+
+    @classmethod
+    def for_cluster(cls, ray: Any, *, what: str) -> RayTasks:
+        return cls(PARTS_PER_CPU * cluster_cpus(ray), what)
+
+    def map(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, shared: tuple[Any, ...] = ()
+    ) -> Iterator[Any]:
+        return map_tasks(fn, calls, shared=shared, what=self.what)
