@@ -110,8 +110,8 @@ def _blocks(n: int) -> list[tuple[int, int]]:
 
 def assign_block(fetch: Fetch, centroids: np.ndarray, start: int, end: int) -> np.ndarray:
     """The cell of each vector at positions start..end-1: the centroid it scores highest with."""
-    with torch.inference_mode():
-        return (_rows(fetch, np.arange(start, end)) @ torch.from_numpy(centroids).T).argmax(1).numpy()
+    with torch.inference_mode():  # torch.tensor copies: in a Ray task the centroids are a read-only shared array
+        return (_rows(fetch, np.arange(start, end)) @ torch.tensor(centroids).T).argmax(1).numpy()
 
 
 def _probe_block(
@@ -119,6 +119,7 @@ def _probe_block(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """`reachable_cells` for the vectors at positions start..end-1 (`home`: every vector's cell, in a self-join)."""
     q = np.arange(start, end)
+    centroids, gaps = np.array(centroids), np.array(gaps)  # writable copies (Ray's shared arrays are read-only)
     return reachable_cells(fetch, q, centroids, gaps, radius, home=None if home is None else home[q])
 
 
