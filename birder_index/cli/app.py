@@ -102,6 +102,19 @@ def db_option(f: F) -> F:
     )(f)
 
 
+def ray_option(what: str) -> Callable[[F], F]:
+    """`--ray [auto|ADDRESS]`: `what` runs on a Ray cluster (docs/scale.md)."""
+    return click.option(
+        "--ray",
+        is_flag=False,
+        flag_value="auto",
+        default=None,
+        metavar="[auto|ADDRESS]",
+        help=f"{what} on a Ray cluster: `auto` (alone: --ray) finds or starts one, or a cluster's address; the index "
+        "folder must be on a filesystem every node mounts at the same path (docs/scale.md).",
+    )
+
+
 def model_options(f: F) -> F:
     f = click.option(
         "--size", type=click.IntRange(16, 4096), help="Input size in pixels (ViTs resize their position embedding)."

@@ -18,6 +18,7 @@ from birder_index.cli.app import json_file_option
 from birder_index.cli.app import json_option
 from birder_index.cli.app import open_for
 from birder_index.cli.app import quiet_option
+from birder_index.cli.app import ray_option
 from birder_index.cli.progress import Reporter
 from birder_index.output import printable
 
@@ -81,6 +82,7 @@ SHOWN = 20  # groups, or skipped files, listed in the text output
 @click.option("--plan", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the plan's CSV export.")
 @click.option("--undo", metavar="PLAN", hidden=True, help="Same as `dedup undo PLAN`.")
 @device_options
+@ray_option("Run the range joins (finding the pairs)")
 @quiet_option
 @click.pass_context
 def dedup(
@@ -104,6 +106,7 @@ def dedup(
     undo: str | None,
     device: str | None,
     exact: bool,
+    ray: str | None,
     quiet: bool,
 ) -> None:
     """Exact and near duplicates: self-calibrated threshold, groups without chaining, safe actions.
@@ -117,11 +120,13 @@ def dedup(
         birder-index dedup --move-to ../duplicates --yes
         birder-index dedup undo 1
         birder-index dedup --index-dir test/.birder-index --against train/.birder-index --json
+        birder-index dedup --ray head-node:6379 --json
     """
     from birder_index.dedup import COLOUR_MIN
     from birder_index.dedup import check_action_options
     from birder_index.dedup import find_duplicates
     from birder_index.dedup import resolve_threshold
+    from birder_index.distributed import require_ray
     from birder_index.indexer import open_index
 
     if ctx.invoked_subcommand is not None:
@@ -130,6 +135,8 @@ def dedup(
         ctx.invoke(dedup_undo, plan=undo, index_dir=index_dir, quiet=quiet)
         return
     check_action_options(move_to=move_to, delete=delete)  # before any work
+    if ray is not None:
+        require_ray()
     colour_min = 0.0 if ignore_colour else COLOUR_MIN
     with Reporter(quiet=quiet) as progress, ExitStack() as stack:
         index = stack.enter_context(open_for(index_dir, reporter=progress))
@@ -149,7 +156,7 @@ def dedup(
             click.echo(calibration_text(cal, fresh=fresh), err=as_json)
         bar = thumbnail_min if thumbnail_min is not None else (cal.thumbnail_min if cal is not None else None)
         result = find_duplicates(
-            index, t, keep=keep, against=other, colour_min=colour_min, thumbnail_min=bar, progress=progress
+            index, t, keep=keep, against=other, colour_min=colour_min, thumbnail_min=bar, progress=progress, ray=ray
         )
         document = _outputs(result, as_json=as_json, json_file=json_file, csv_file=csv_file, report=report)
         if move_to is not None or delete:

@@ -17,6 +17,7 @@ from birder_index.cli.app import index_options
 from birder_index.cli.app import json_option
 from birder_index.cli.app import open_for
 from birder_index.cli.app import quiet_option
+from birder_index.cli.app import ray_option
 from birder_index.cli.progress import Reporter
 from birder_index.output import printable
 
@@ -164,18 +165,24 @@ def verify_text(r: VerifyReport) -> str:
 @index_dir_option
 @index_options
 @click.option("--tune-only", is_flag=True, help="Keep the trained index; tune nprobe and k_factor again.")
-def reindex(index_dir: Path | None, max_index_memory: int | None, target_recall: float | None, tune_only: bool) -> None:
+@ray_option("Fill a new IVF index")
+def reindex(
+    index_dir: Path | None, max_index_memory: int | None, target_recall: float | None, tune_only: bool, ray: str | None
+) -> None:
     """Choose, train and tune the FAISS index again from the stored embeddings (no image is re-embedded).
 
     \b
     Examples:
         birder-index reindex
         birder-index reindex --tune-only --target-recall 0.97
+        birder-index reindex --ray head-node:6379
     """
     from birder_index.indexer import reindex as reindex_
 
     with open_for(index_dir) as index:
-        report = reindex_(index, max_index_memory=max_index_memory, target_recall=target_recall, tune_only=tune_only)
+        report = reindex_(
+            index, max_index_memory=max_index_memory, target_recall=target_recall, tune_only=tune_only, ray=ray
+        )
     click.echo(
         f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "
         f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "

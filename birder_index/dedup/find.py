@@ -32,9 +32,12 @@ from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.dedup.marks import marked_pairs
+from birder_index.dedup.on_ray import join_runner
 from birder_index.dedup.pairs import Fetch
+from birder_index.dedup.pairs import Runner
 from birder_index.dedup.pairs import similar_pairs
 from birder_index.dedup.thumbnail_pairs import thumbnail_pairs
+from birder_index.distributed.cluster import RaySettings
 from birder_index.errors import BirderIndexError
 from birder_index.errors import IndexMismatch
 from birder_index.indexer.index import Index
@@ -42,7 +45,6 @@ from birder_index.indexer.index import absolute_path
 from birder_index.indexer.signatures import read_signatures
 from birder_index.indexer.signatures import unsigned
 from birder_index.indexer.vectors import VectorStore
-from birder_index.indexer.vectors import normalize
 from birder_index.progress import Progress
 from birder_index.progress import silent
 
@@ -131,25 +133,27 @@ def _member_json(m: Member) -> dict[str, object]:
 
 
 def near_pairs(
-    index: Index, threshold: float, *, against: Index | None = None, thumbnail_min: float = 0.0
+    index: Index, threshold: float, *, against: Index | None = None, thumbnail_min: float = 0.0,
+    runner: Runner | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(a, b, cosine) of every pair whose stored embeddings have cosine >= threshold or, with `thumbnail_min`, whose
     stored thumbnails correlate at least that much, straight or one of them mirrored: a from `index`, b from
     `against` (default: itself, each pair once with a < b). Exact, by the cell-pruned range join of `pairs`,
-    once per signal."""
+    once per signal; `runner` runs its pieces (default: here; Ray tasks for `dedup --ray`)."""
     ids, rows = index.id_rows()
     other = against or index
     their_ids, their_rows = other.id_rows()
     e_mine, e_theirs = _fetcher(index, rows), _fetcher(other, their_rows)
 
     def join(fetch_q: Fetch, fetch_b: Fetch, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return similar_pairs(fetch_q, len(ids), t, fetch_b=None if against is None else fetch_b, nb=len(their_ids))
+        b = None if against is None else fetch_b
+        return similar_pairs(fetch_q, len(ids), t, fetch_b=b, nb=len(their_ids), runner=runner)
 
     qa, qb, s = join(e_mine, e_theirs, threshold)
     if thumbnail_min > 0 and index.thumbnails().rows and other.thumbnails().rows:
         mine, theirs = _thumb_reader(index, rows), _thumb_reader(other, their_rows)
         ta, tb = thumbnail_pairs(
-            mine, len(ids), thumbnail_min, read_b=None if against is None else theirs, nb=len(their_ids)
+            mine, len(ids), thumbnail_min, read_b=None if against is None else theirs, nb=len(their_ids), runner=runner
         )
         key = np.int64(len(their_ids))  # pairs as one number each, to drop those the embeddings found already
         new = ~np.isin(ta * key + tb, qa * key + qb)
@@ -160,13 +164,11 @@ def near_pairs(
 
 
 def _fetcher(index: Index, rows: np.ndarray) -> Fetch:
-    store = index.store()
-    return lambda positions: normalize(store.get(rows[positions]))
+    return index.store().reader(rows)  # a Ray task unpickles it and maps the store itself
 
 
 def _thumb_reader(index: Index, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    store = index.thumbnails()
-    return lambda positions: read_signatures(store, rows[positions])
+    return index.thumbnails().reader(rows, signatures=True)
 
 
 def _row_dots(fetch_a: Fetch, fetch_b: Fetch, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
@@ -220,10 +222,12 @@ def same_colours(
 
 
 def _near_same_colour(
-    index: Index, threshold: float, colour_min: float, thumbnail_min: float, against: Index | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    index: Index, threshold: float, colour_min: float, thumbnail_min: float, against: Index | None = None,
+    ray: RaySettings | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The near pairs (a ids, b ids, cosines) that also pass the colour check."""
-    a, b, scores = near_pairs(index, threshold, against=against, thumbnail_min=thumbnail_min)
+    with join_runner(ray, index, against) as runner:
+        a, b, scores = near_pairs(index, threshold, against=against, thumbnail_min=thumbnail_min, runner=runner)
     ok = same_colours(index, a, b, colour_min, against=against)
     return a[ok], b[ok], scores[ok]
 
@@ -339,13 +343,16 @@ def find_duplicates(
     colour_min: float = COLOUR_MIN,
     thumbnail_min: float | None = THUMBNAIL_MIN,
     progress: Progress = silent,
+    ray: str | RaySettings | None = None,
 ) -> DedupResult:
     """Exact and near-duplicate groups of `index` at a cosine-similarity threshold (see the module docstring).
 
     With `against`, only pairs across the two indexes count: keepers come from `against`, duplicates from `index`
     (deduplicating a test set against a training set). `colour_min=0` lets near duplicates differ in colour
-    (greyscale or recoloured copies); `thumbnail_min=0` compares embeddings only (None: the default bar).
+    (greyscale or recoloured copies); `thumbnail_min=0` compares embeddings only (None: the default bar). `ray`:
+    the range joins run as Ray tasks ("auto", an address, or RaySettings; docs/scale.md), with the same pairs.
     """
+    settings = RaySettings(address=ray) if isinstance(ray, str) else ray
     thumbnail_min = THUMBNAIL_MIN if thumbnail_min is None else thumbnail_min
     if not 0 < threshold <= 1:
         raise BirderIndexError(f"--threshold must be in (0, 1], got {threshold}")
@@ -353,8 +360,8 @@ def find_duplicates(
         raise BirderIndexError(f"--thumbnail must be in [0, 1], got {thumbnail_min}")
     progress("finding near pairs", 0, None)
     if against is not None:
-        return _find_across(index, against, threshold, keep, colour_min, thumbnail_min)
-    a, b, scores = _near_same_colour(index, threshold, colour_min, thumbnail_min)
+        return _find_across(index, against, threshold, keep, colour_min, thumbnail_min, settings)
+    a, b, scores = _near_same_colour(index, threshold, colour_min, thumbnail_min, ray=settings)
     n_unsigned, n_bare = _missing(Index.colours, colour_min, index), _missing(Index.thumbnails, thumbnail_min, index)
     found = DedupResult(threshold, [], colour_min, thumbnail_min, n_unsigned, n_bare, (a, b, scores))
     return regroup(index, found, keep=keep, progress=progress)
@@ -447,12 +454,13 @@ def _mark_exact(index: Index, attrs: dict[str, np.ndarray], groups: list[Group])
 
 
 def _find_across(
-    index: Index, against: Index, threshold: float, keep: str, colour_min: float, thumbnail_min: float
-) -> DedupResult:
+    index: Index, against: Index, threshold: float, keep: str, colour_min: float, thumbnail_min: float,
+    ray: RaySettings | None,
+) -> DedupResult:  # fmt: skip
     mine, theirs = index.model_row(), against.model_row()
     if mine.sha256 != theirs.sha256 or mine.embedding_dim != theirs.embedding_dim:
         raise IndexMismatch(f"--against: the indexes were built with different models ({mine.name}, {theirs.name})")
-    a, b, s = _near_same_colour(index, threshold, colour_min, thumbnail_min, against)
+    a, b, s = _near_same_colour(index, threshold, colour_min, thumbnail_min, against, ray)
     with session_scope(index.engine) as se, session_scope(against.engine) as so:
         mine_sha, their_sha = q.indexed_attributes(se), q.indexed_attributes(so)
     by_sha = {sha: i for sha, i in zip(their_sha["sha256"].tolist(), their_sha["id"].tolist(), strict=True) if sha}

@@ -10,20 +10,30 @@ at threshold 0.995 a vector is compared with one or two cells of the ~sqrt(N).
 
 Plain functions over arrays: vectors come from `fetch(positions) -> (len, d)` L2-normalised float32 rows, so a
 memory-mapped store is read a cell at a time and never held whole.
+
+The work comes in pieces that a `Runner` runs: blocks of vectors scored against the centroids, then a round's
+cells joined in ranges of cells. `Here` runs them one after the other in this process; `dedup --ray` runs them as
+Ray tasks (distributed/tasks.py `RayTasks`) and gets the same pairs in the same order: each cell is joined with
+the same queries, and the results are taken in the order of the pieces.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
+from typing import Protocol
 
 import faiss
 import numpy as np
 import torch
 
 Fetch = Callable[[np.ndarray], np.ndarray]
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 ROUNDING = 1e-4  # float32 rounding of scores and cell assignments (~1e-6) can never drop a pair
 ONE_CELL_MAX = 4096  # up to here one cell (a blocked brute force) is cheaper than training k-means
@@ -35,14 +45,40 @@ SCORES_MAX = 1 << 22  # query x cell-member scores computed at once (16 MB of fl
 QUERIES_MAX = 1 << 10  # queries scored at once: bounded, so a cell's work allocates the same few MB again and again
 
 
+class Runner(Protocol):
+    """Runs the pieces of a join: `fn(*shared, *call)` for each call, results in the order of `calls`."""
+
+    @property
+    def parts(self) -> int:
+        """Ranges of cells a round's join is cut into."""
+
+    def map(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, shared: tuple[Any, ...] = ()
+    ) -> Iterator[Any]:
+        """`fn(*shared, *call)` for each call, in the order of `calls`."""
+
+
+class Here:
+    """One piece after another, in this process: a round's join is one piece."""
+
+    parts = 1
+
+    def map(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, shared: tuple[Any, ...] = ()
+    ) -> Iterator[Any]:
+        return (fn(*shared, *call) for call in calls)
+
+
 def similar_pairs(
-    fetch_q: Fetch, nq: int, threshold: float, *, fetch_b: Fetch | None = None, nb: int = 0, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fetch_q: Fetch, nq: int, threshold: float, *, fetch_b: Fetch | None = None, nb: int = 0, seed: int = 0,
+    runner: Runner | None = None,
+) -> Pairs:  # fmt: skip
     """(query positions, database positions, cosine) of every pair with cosine >= threshold.
 
     Without `fetch_b` the queries are the database (a self-join): each pair comes once, with the smaller
-    position first, and no vector is paired with itself.
+    position first, and no vector is paired with itself. `runner`: where the pieces run (default: here).
     """
+    run = runner or Here()
     same = fetch_b is None
     if fetch_b is None:
         fetch_b, nb = fetch_q, nq
@@ -51,28 +87,108 @@ def similar_pairs(
     radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
     centroids = train_centroids(fetch_b, nb, seed=seed)
     gaps = torch.cdist(torch.from_numpy(centroids), torch.from_numpy(centroids)).numpy()  # |c_i - c_j|
-    # Every member's cell must be known before the first round of the join. A self-join finds its vectors' probes
-    # in the same pass (its queries are its members), held as int32 while they fit in HELD_MAX; queries past that
-    # are scored against the centroids again in the join's rounds. At 10M x 512 this saved one of the three passes
+    # Every member's cell must be known before the first round of the join. A self-join's queries are its members:
+    # the scores that give a block its cells give its probes too, kept (int32) while they fit in HELD_MAX; blocks
+    # past that are scored against the centroids again in the join's rounds. This saved one of the three passes
     # over N x cells (docs/benchmarks.md#one-machine-1m-3m-10m).
-    b_home, held = assign(fetch_b, nb, centroids, probes=(gaps, radius) if same else None)
+    held, homes = HeldProbes(), []
+    shared_assign = (fetch_b, centroids, (gaps, radius) if same else None)
+    for (start, end), (home, probes) in zip(
+        _blocks(nb), run.map(assign_block, _blocks(nb), shared=shared_assign), strict=True
+    ):
+        homes.append(home)
+        if probes is not None:
+            held.add(start, probes[0], probes[1], end)
+    b_home = np.concatenate(homes)
     cells = CellMembers.of(b_home, len(centroids))
-    parts, pending, pos_parts, cell_parts = [], 0, [], []
-    for start in range(0, nq, BLOCK):
-        q = np.arange(start, min(start + BLOCK, nq))
-        if start < held.until:
-            q_pos, q_cell = held.block(start)
-        else:
-            q_pos, q_cell = reachable_cells(fetch_q, q, centroids, gaps, radius, home=b_home[q] if same else None)
+    parts: list[Pairs] = []
+    pending, pos_parts, cell_parts = 0, [], []
+    shared = (fetch_q, centroids, gaps, radius, b_home if same else None)
+    again = run.map(_probe_block, [b for b in _blocks(nq) if b[0] >= held.until], shared=shared)
+    for start, end in _blocks(nq):
+        q_pos, q_cell = held.block(start) if start < held.until else next(again)
         pos_parts.append(q_pos)
         cell_parts.append(q_cell)
         pending += len(q_pos)
-        if pending >= PROBES_MAX or start + BLOCK >= nq:  # joined in rounds when a low threshold prunes little
+        if pending >= PROBES_MAX or end >= nq:  # joined in rounds when a low threshold prunes little
             q_pos, q_cell = np.concatenate(pos_parts), np.concatenate(cell_parts)
-            parts.append(join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same))
+            parts.extend(_join_round(run, fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same))
             pending, pos_parts, cell_parts = 0, [], []
     qa, qb, scores = (np.concatenate(v) for v in zip(*parts, strict=True))
     return qa, qb, scores
+
+
+@dataclass
+class HeldProbes:
+    """The probes of a self-join's first `until` vectors, kept from the assignment pass: per block of BLOCK
+    vectors, (positions, cells) as int32."""
+
+    until: int = 0
+    blocks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, start: int, positions: np.ndarray, cells: np.ndarray, end: int) -> None:
+        if self.until == start and self.count + len(positions) <= HELD_MAX:
+            self.blocks[start] = (positions.astype(np.int32), cells.astype(np.int32))
+            self.count += len(positions)
+            self.until = end
+
+    def block(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        positions, cells = self.blocks.pop(start)
+        return positions.astype(np.int64), cells.astype(np.int64)
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    return [(start, min(start + BLOCK, n)) for start in range(0, n, BLOCK)]
+
+
+def assign_block(
+    fetch: Fetch, centroids: np.ndarray, probing: tuple[np.ndarray, float] | None, start: int, end: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The cell of each vector at positions start..end-1 (the centroid it scores highest with) and, with
+    `probing` (gaps, radius) in a self-join, the (positions, cells) it must be compared with, from the same scores."""
+    positions = np.arange(start, end)
+    with torch.inference_mode():  # torch.tensor copies: in a Ray task the centroids are a read-only shared array
+        scores = _rows(fetch, positions) @ torch.tensor(centroids).T
+        home = scores.argmax(1)
+        if probing is None:
+            return home.numpy(), None
+        gaps, radius = probing
+        return home.numpy(), _probed(scores, positions, home, np.array(gaps), radius, self_join=True)
+
+
+def _probe_block(
+    fetch: Fetch, centroids: np.ndarray, gaps: np.ndarray, radius: float, home: np.ndarray | None, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`reachable_cells` for the vectors at positions start..end-1 (`home`: every vector's cell, in a self-join)."""
+    q = np.arange(start, end)
+    centroids, gaps = np.array(centroids), np.array(gaps)  # writable copies (Ray's shared arrays are read-only)
+    return reachable_cells(fetch, q, centroids, gaps, radius, home=None if home is None else home[q])
+
+
+def _join_round(
+    run: Runner, fetch_q: Fetch, fetch_b: Fetch, q_pos: np.ndarray, q_cell: np.ndarray, cells: CellMembers, *,
+    threshold: float, same: bool,
+) -> Iterator[Pairs]:  # fmt: skip
+    """A round's probes joined in `run.parts` ranges of cells of about equal work, in cell order."""
+    if run.parts <= 1:
+        yield join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same)
+        return
+    work = np.bincount(q_cell, minlength=len(cells)) * np.diff(cells.bounds)  # queries x members of each cell
+    edges = np.searchsorted(np.cumsum(work), np.linspace(0, work.sum(), run.parts + 1)[1:-1], side="right")
+    calls = []
+    for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(cells)], strict=True):
+        mine = (q_cell >= lo) & (q_cell < hi)
+        if mine.any():
+            calls.append((q_pos[mine], q_cell[mine]))
+    yield from run.map(_join_part, calls, shared=(fetch_q, fetch_b, cells, threshold, same))
+
+
+def _join_part(
+    fetch_q: Fetch, fetch_b: Fetch, cells: CellMembers, threshold: float, same: bool, q_pos: np.ndarray,
+    q_cell: np.ndarray,
+) -> Pairs:  # fmt: skip
+    return join_cells(fetch_q, fetch_b, q_pos, q_cell, cells, threshold=threshold, same=same)
 
 
 def n_cells(nb: int) -> int:
@@ -95,48 +211,6 @@ def train_centroids(fetch: Fetch, n: int, *, seed: int = 0) -> np.ndarray:
     km = faiss.Kmeans(first.shape[1], cells, niter=10, spherical=True, seed=seed, verbose=False)
     km.train(np.ascontiguousarray(fetch(sample), np.float32))
     return np.asarray(km.centroids, np.float32)
-
-
-@dataclass
-class HeldProbes:
-    """The probes of a self-join's first `until` vectors, kept from the assignment pass: per block of BLOCK
-    vectors, (positions, cells) as int32."""
-
-    until: int = 0
-    blocks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    count: int = 0
-
-    def add(self, start: int, positions: np.ndarray, cells: np.ndarray, end: int) -> bool:
-        if self.until != start or self.count + len(positions) > HELD_MAX:
-            return False
-        self.blocks[start] = (positions.astype(np.int32), cells.astype(np.int32))
-        self.count += len(positions)
-        self.until = end
-        return True
-
-    def block(self, start: int) -> tuple[np.ndarray, np.ndarray]:
-        positions, cells = self.blocks.pop(start)
-        return positions.astype(np.int64), cells.astype(np.int64)
-
-
-def assign(
-    fetch: Fetch, n: int, centroids: np.ndarray, *, probes: tuple[np.ndarray, float] | None = None
-) -> tuple[np.ndarray, HeldProbes]:
-    """Each vector's cell: the centroid it scores highest with. With `probes` (gaps, radius) of a self-join, also
-    the cells each vector must probe, from the same scores, while they fit in HELD_MAX."""
-    c = torch.from_numpy(centroids)
-    home = np.empty(n, np.int64)
-    held = HeldProbes()
-    with torch.inference_mode():
-        for start in range(0, n, BLOCK):
-            positions = np.arange(start, min(start + BLOCK, n))
-            scores = _rows(fetch, positions) @ c.T
-            best = scores.argmax(1)
-            home[start : start + len(positions)] = best.numpy()
-            if probes is not None and held.until == start:
-                q_pos, q_cell = _probed(scores, positions, best, probes[0], probes[1], self_join=True)
-                held.add(start, q_pos, q_cell, start + len(positions))
-    return home, held
 
 
 def reachable_cells(

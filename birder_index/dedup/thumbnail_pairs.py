@@ -23,21 +23,22 @@ from birder_index.backbone.thumbnail import lean
 from birder_index.backbone.thumbnail import mirrored
 from birder_index.backbone.thumbnail import thumbnail_vectors
 from birder_index.backbone.thumbnail import upright
+from birder_index.dedup.pairs import Runner
 from birder_index.dedup.pairs import similar_pairs
 
 Read = Callable[[np.ndarray], np.ndarray]
 CHUNK = 1 << 16  # thumbnails read at once to find those that lean little
 
 
-def thumbnail_pairs(read_q: Read, nq: int, bar: float, *, read_b: Read | None = None, nb: int = 0) -> tuple[
-    np.ndarray, np.ndarray
-]:  # fmt: skip
+def thumbnail_pairs(
+    read_q: Read, nq: int, bar: float, *, read_b: Read | None = None, nb: int = 0, runner: Runner | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(query positions, database positions) of every pair whose thumbnails correlate >= bar as they are or with
     one mirrored. Without `read_b` a self-join: each pair once, smaller position first, no thumbnail with itself."""
     mine = Upright.of(read_q, nq, bar)
     theirs = mine if read_b is None else Upright.of(read_b, nb, bar)
     pa, pb, _ = similar_pairs(
-        mine.fetch, len(mine), bar, fetch_b=None if read_b is None else theirs.fetch, nb=len(theirs)
+        mine.fetch, len(mine), bar, fetch_b=None if read_b is None else theirs.fetch, nb=len(theirs), runner=runner
     )
     a, b = mine.image(pa), theirs.image(pb)
     if read_b is None:  # a near-symmetric picture meets itself turned; a pair can come up both ways

@@ -53,6 +53,6 @@ def check_readable(root: Path, rels: Sequence[str], *, extra: Sequence[str] = ()
         if found is not None:
             host, path, reason = found
             raise BirderIndexError(
-                f"--ray: {path} is not readable on node {host} ({reason}): the photos (and the model file) must "
-                "be on a filesystem that every node mounts at the same path"
+                f"--ray: {path} is not readable on node {host} ({reason}): the photos, the model file and the "
+                "index folder must be on a filesystem that every node mounts at the same path"
             )

@@ -133,7 +133,7 @@ def _build(
     with session_scope(index.engine) as s:
         has_model = q.get_model(s) is not None  # none yet: nothing was ever embedded, so there is nothing to index
     if has_model and (not report.interrupted or report.indexed):
-        refresh_ann(index)
+        refresh_ann(index, ray=ray)
     return report
 
 

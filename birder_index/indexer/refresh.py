@@ -25,6 +25,8 @@ from birder_index.backbone.cpu import usable_cores
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import MetaKey
+from birder_index.distributed.cluster import RaySettings
+from birder_index.distributed.cluster import require_ray
 from birder_index.indexer import ann
 from birder_index.indexer.index import ROW_MAP_SUFFIX
 from birder_index.indexer.index import AnnState
@@ -66,10 +68,14 @@ class RefreshReport:
     tune_seconds: float = 0.0
 
 
-def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False, retune: bool = False) -> RefreshReport:
+def refresh_ann(
+    index: Index, *, retrain: bool = False, rebuild: bool = False, retune: bool = False,
+    ray: RaySettings | None = None,
+) -> RefreshReport:  # fmt: skip
     """Write a FAISS index holding exactly the indexed images. `rebuild`: even if the manifest says it is current
     (verify --repair); `retrain`: choose and train a new index from the store (reindex); `retune`: tune nprobe and
-    k_factor again, keeping the trained index (reindex --tune-only)."""
+    k_factor again, keeping the trained index (reindex --tune-only); `ray`: a new IVF index is filled by Ray tasks
+    (ray_add.py)."""
     t0 = time.perf_counter()
     faiss.omp_set_num_threads(usable_cores())
     with session_scope(index.engine) as s:
@@ -90,7 +96,7 @@ def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False, r
     timings = {"train_seconds": 0.0, "add_seconds": 0.0}
     if fresh:
         plan = choose_index(len(ids), d, max_memory=max_memory, gpu=gpu)
-        state = _train(index, plan, gpu, timings)
+        state = _train(index, plan, gpu, timings, ray)
         trained_on = len(ids)
     else:
         assert manifest is not None
@@ -127,8 +133,9 @@ def refresh_ann(index: Index, *, retrain: bool = False, rebuild: bool = False, r
     return RefreshReport(state.factory, n, fresh, seconds, recall, qps, tune_seconds=tune_seconds, **timings)
 
 
-def _train(index: Index, plan: IndexPlan, gpu: bool, timings: dict[str, float]) -> AnnState:
-    """A new index: trained on a random sample of the store (never the first N), then every vector added."""
+def _train(index: Index, plan: IndexPlan, gpu: bool, timings: dict[str, float], ray: RaySettings | None) -> AnnState:
+    """A new index: trained on a random sample of the store (never the first N), then every vector added (by Ray
+    tasks with `ray`, for an IVF index on a CPU: an exact index is small, a GPU adds faster than a cluster)."""
     ids, rows = index.id_rows()
     d = index.model_row().embedding_dim
     cpu_index = ann.new_index(plan.factory, d)
@@ -142,8 +149,13 @@ def _train(index: Index, plan: IndexPlan, gpu: bool, timings: dict[str, float]) 
         timings["train_seconds"] = time.perf_counter() - t0
         logger.info("trained %s on %d vectors in %.1fs", plan.factory, len(sample), timings["train_seconds"])
     t0 = time.perf_counter()
-    for start, block in index.store().blocks(rows):
-        ann.add(target, ids[start : start + len(block)], normalize(block))
+    if ray is not None and not plan.exact and target is cpu_index:
+        from birder_index.indexer.ray_add import add_on_ray  # Ray loads only for --ray
+
+        cpu_index = target = add_on_ray(cpu_index, index.store().reader(rows), ids, settings=ray)
+    else:
+        for start, block in index.store().blocks(rows):
+            ann.add(target, ids[start : start + len(block)], normalize(block))
     timings["add_seconds"] = time.perf_counter() - t0
     if target is not cpu_index:
         cpu_index = faiss.index_gpu_to_cpu(target)  # the saved index is always a CPU index
@@ -244,11 +256,20 @@ def set_index_options(index: Index, *, max_index_memory: int | None = None, targ
 
 
 def reindex(
-    index: Index, *, max_index_memory: int | None = None, target_recall: float | None = None, tune_only: bool = False
+    index: Index,
+    *,
+    max_index_memory: int | None = None,
+    target_recall: float | None = None,
+    tune_only: bool = False,
+    ray: str | RaySettings | None = None,
 ) -> RefreshReport:
-    """Choose, train and tune the FAISS index again from the embedding store, under the writer lock; `tune_only`:
-    keep the trained index and tune it again (to a new target recall, say: minutes where training takes an hour)."""
+    """Choose, train and tune the FAISS index again from the embedding store, under the writer lock. `tune_only`:
+    keep the trained index and tune it again (to a new target recall, say: minutes where training takes an hour).
+    `ray`: fill a new index with Ray tasks ("auto", an address, or RaySettings; docs/scale.md)."""
+    settings = RaySettings(address=ray) if isinstance(ray, str) else ray
+    if settings is not None:
+        require_ray()  # before any work: the one-line error naming the extra
     with WriterLock(index.dir, engine=index.engine):
         remove_stale_files(index)  # what an interrupted reindex left
         set_index_options(index, max_index_memory=max_index_memory, target_recall=target_recall)
-        return refresh_ann(index, retrain=not tune_only, retune=tune_only)
+        return refresh_ann(index, retrain=not tune_only, retune=tune_only, ray=settings)

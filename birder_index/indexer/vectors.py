@@ -85,6 +85,12 @@ class VectorStore:
         for start in range(0, len(rows), block):
             yield start, self.get(rows[start : start + block])
 
+    def reader(self, rows: np.ndarray, *, signatures: bool = False) -> RowReader:
+        """The L2-normalised rows `rows[positions]` (`signatures`: uint8 signatures, zeros for rows without one), as
+        a callable that another process can unpickle and use."""
+        rows = np.asarray(rows, np.int64)
+        return RowReader(self.path, self.dim, self.dtype.name, self.rows, rows=rows, label=self.label, raw=signatures)
+
     # -- writing --------------------------------------------------------------------------------------------------
     def drop_torn_tail(self) -> int:
         """Cut bytes past the committed rows (left by a killed writer); returns how many bytes were dropped."""
@@ -118,6 +124,38 @@ class VectorStore:
         first = self.rows
         self.rows += len(data)
         return np.arange(first, self.rows, dtype=np.int64)
+
+
+class RowReader:
+    """`reader(positions)` -> L2-normalised float32 rows of the store at `rows[positions]` (`raw`: the uint8 rows of a
+    signature store, zeros past its committed rows). Pickled, it holds the store's path and committed length, not
+    its memory map: a Ray task on another node maps the same file (the index folder on a filesystem every node
+    mounts at the same path) and reads only committed rows."""
+
+    def __init__(
+        self, path: Path, dim: int, dtype: str, committed: int, *, rows: np.ndarray, label: str, raw: bool = False
+    ) -> None:
+        self.path, self.dim, self.dtype, self.committed = path, dim, dtype, committed
+        self.rows, self.label, self.raw = rows, label, raw
+        self._store: VectorStore | None = None
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        if self._store is None:
+            self._store = VectorStore(self.path, self.dim, self.dtype, self.committed, label=self.label)
+        rows = self.rows[positions]
+        if not self.raw:
+            return normalize(self._store.get(rows))
+        out = np.zeros((len(rows), self.dim), np.uint8)
+        have = rows < self.committed
+        if have.any():
+            out[have] = self._store.get(rows[have], dtype=np.uint8)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_store": None}
 
 
 def unstorable(vectors: np.ndarray, dtype: np.dtype) -> list[str | None]:

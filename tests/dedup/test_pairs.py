@@ -44,17 +44,15 @@ def test_self_join_past_the_probes_it_can_hold_equals_brute_force(monkeypatch: p
     monkeypatch.setattr(pairs, "HELD_MAX", 1000)  # about the first three blocks' probes
     monkeypatch.setattr(pairs, "PROBES_MAX", 700)  # and several rounds of the join
     x = _clustered(3000, 24, seed=3)
-    held = pairs.assign(
-        lambda p: x[p],
-        len(x),
-        pairs.train_centroids(lambda p: x[p], len(x)),
-        probes=(np.ones((64, 64), np.float32), 0.1),
-    )[1]
-    assert 0 < held.until < len(x)
+    kept, again = [], []
+    block, probe_block = pairs.HeldProbes.block, pairs._probe_block
+    monkeypatch.setattr(pairs.HeldProbes, "block", lambda self, start: kept.append(start) or block(self, start))
+    monkeypatch.setattr(pairs, "_probe_block", lambda *a: again.append(a[-2]) or probe_block(*a))
     a, b, _ = similar_pairs(lambda p: x[p], len(x), 0.95)
     expected = _brute(x, x, 0.95, same=True)
     assert len(expected) > 100 and len(a) == len(expected)
     assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
+    assert kept and again and max(kept) < min(again)  # the first blocks' probes kept, the rest found again
 
 
 def test_join_of_two_collections(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,14 +3,12 @@ stores, no dashboard): the same index as a local build, failures recorded, nothi
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +32,6 @@ from tests.crash import make_corpus
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 N = 40
 OPTS = BuildOptions(workers=0, batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[object]:
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    store = 200 * 2**20
-    c = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "object_store_memory": store, "include_dashboard": False},
-    )
-    for _ in range(2):
-        c.add_node(num_cpus=1, object_store_memory=store)
-    # ray.init installs its own SIGTERM and SIGINT handlers, which processes forked later by other tests inherit
-    # (a pool's workers then ignore its terminate): put this process's back afterwards.
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    ray.init(address=c.address, logging_level="WARNING")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
-        yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="module")

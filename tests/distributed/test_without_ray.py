@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from birder_index.cli import cli
 from birder_index.distributed import RaySettings
 from birder_index.errors import BirderIndexError
+from birder_index.indexer import import_embeddings
 
 
 def test_without_ray_the_error_names_the_extra(
@@ -30,3 +32,21 @@ def test_bad_settings_are_one_line() -> None:
         RaySettings(actors=0)
     with pytest.raises(BirderIndexError, match="^CPUs per Ray actor must be > 0, got -1"):
         RaySettings(cpus_per_actor=-1)
+
+
+def _imported(tmp_path: Path) -> Path:
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32))
+    (tmp_path / "p.txt").write_text("\n".join(f"{i}.jpg" for i in range(20)))
+    import_embeddings(tmp_path / "x.npy", tmp_path / "idx", paths_file=tmp_path / "p.txt")
+    return tmp_path / "idx"
+
+
+@pytest.mark.parametrize("command", [["reindex"], ["dedup", "--threshold", "0.9"]])
+def test_reindex_and_dedup_without_ray_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    index_dir = _imported(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(cli, [*command, "--index-dir", str(index_dir), "--ray"])
+    assert result.exit_code == 1
+    assert result.output == 'Error: --ray needs Ray: pip install "birder-index[ray]"\n'
