@@ -75,6 +75,10 @@ def serve(index: Index, options: ServeOptions, *, ready: Callable[[Address], Non
     server, address = _server(index, options, sock)
     ready(address)
     server.run(sockets=[sock])
+    # Serving ends only on a signal. uvicorn raises the Ctrl-C it caught again once it has shut down, but inside
+    # asyncio.run, whose own SIGINT handler can turn it into a cancellation of a task that then finishes anyway:
+    # `serve` exited 0 instead of 130 in one CI run. Raised here, Ctrl-C ends `serve` as it ends every command.
+    raise KeyboardInterrupt
 
 
 @contextmanager
