@@ -246,11 +246,8 @@ def measure(images: list[Image.Image], ids: np.ndarray, encoder: Encoder, *, pro
     return Measured(np.asarray(ids, np.int64), emb[:n], emb[n:], sig[:n], sig[n:], thumbs[:n], thumbs[n:], fine)
 
 
-def estimate(
-    m: Measured, *, precision: float, colour_min: float = COLOUR_MIN, apart: frozenset[tuple[int, int]] = frozenset()
-) -> Estimate:
-    """The threshold and thumbnail bar from the measurements (see the module docstring). `apart`: pairs of image
-    ids (smaller first) a person marked "not duplicates": sure negatives."""
+def estimate(m: Measured, *, precision: float, colour_min: float = COLOUR_MIN) -> Estimate:
+    """The threshold and thumbnail bar from the measurements (see the module docstring)."""
     k, n = len(VARIANTS), len(m.ids)
     owners = np.repeat(np.arange(n), k)
     pos = np.einsum("ij,ij->i", m.orig[owners], m.var)
