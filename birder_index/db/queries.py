@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -167,8 +168,14 @@ def upsert_indexed(s: Session, paths: Sequence[str], rows: np.ndarray) -> list[i
 def indexed_rows(s: Session) -> tuple[np.ndarray, np.ndarray]:
     """(ids, store rows) of every indexed image, by id."""
     result = s.execute(select(Image.id, Image.vector_row).where(Image.status == INDEXED).order_by(Image.id))
-    arr = np.array(result.all(), dtype=np.int64).reshape(-1, 2)
+    arr = _int_pairs(result)
     return arr[:, 0].copy(), arr[:, 1].copy()
+
+
+def _int_pairs(rows: Iterable[Any]) -> np.ndarray:
+    """(n, 2) int64 from result rows of two integers. np.array over a list of rows probes each row for the array
+    protocols (an exception per row): 18-20 s for 1M rows, where iterating their values took 2-6 s."""
+    return np.fromiter(itertools.chain.from_iterable(rows), np.int64).reshape(-1, 2)
 
 
 def vector_rows_by_sha(s: Session) -> dict[str, int]:
@@ -474,7 +481,7 @@ def unmark_not_duplicates(s: Session, pairs: Iterable[tuple[int, int]]) -> int:
 def not_duplicate_pairs(s: Session) -> tuple[np.ndarray, np.ndarray]:
     """(a ids, b ids) of every marked pair, a < b, sorted."""
     rows = s.execute(select(NotDuplicate.a_id, NotDuplicate.b_id).order_by(NotDuplicate.a_id, NotDuplicate.b_id))
-    arr = np.array(rows.all(), dtype=np.int64).reshape(-1, 2)
+    arr = _int_pairs(rows)
     return arr[:, 0].copy(), arr[:, 1].copy()
 
 
