@@ -1,12 +1,13 @@
-"""Ray's overhead: the same folder built locally and with `build --ray` on the same machine, then over local Ray
-clusters of 1, 2 and 3 nodes of one CPU each (ray.cluster_utils.Cluster, all on this machine's cores).
+"""Ray's overhead: the same folder built locally and with `build --ray` on the same machine, interleaved (local,
+--ray, local, --ray...: on a shared machine the load moves, and interleaving spreads it over both), then over
+local Ray clusters of 1, 2 and 3 nodes of one CPU each (ray.cluster_utils.Cluster, all on this machine's cores).
 
-    python benchmarks/scale.py --photos DIR --weights MODEL.pt2 [--nodes 1 2 3]
+    python benchmarks/scale.py --photos DIR --weights MODEL.pt2 [--repeats 2] [--nodes 1 2 3]
 
 Each run is `birder-index build` in a fresh process on a fresh index folder, as a user runs it; the table gives
 the wall time (Python, model and Ray start-up included) and the summary's images/s (embedding only), each against
-the first local build; a second local build at the end shows how much other work on the machine moved the
-figures meanwhile. Needs the ray extra.
+the median of the local builds, then the ratio of the medians of the --ray and local builds, and the load average
+before and after. Needs the ray extra.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,20 +55,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, required=True)
     parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=2, help="local and --ray builds, interleaved")
     parser.add_argument("--nodes", type=int, nargs="*", default=[1, 2, 3])
     args = parser.parse_args()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
-    rows = [("local", *build(args.photos, args.weights, work / "local"))]
-    rows.append(("--ray (auto: one node, all cores)", *build(args.photos, args.weights, work / "auto", "--ray")))
+    load_before = os.getloadavg()
+    local, ray = "local", "--ray (auto: one node, all cores)"
+    rows = []
+    for r in range(args.repeats):
+        rows.append((local, *build(args.photos, args.weights, work / f"local{r}")))
+        rows.append((ray, *build(args.photos, args.weights, work / f"auto{r}", "--ray")))
     for n in args.nodes:
         rows.append((f"--ray, {n} node(s) of 1 CPU", *on_cluster(n, args.photos, args.weights, work / f"n{n}")))
-    # Again at the end: on a shared machine, the two local runs show how much the load moved during the others.
-    rows.append(("local, again", *build(args.photos, args.weights, work / "local-again")))
-    wall0, rate0 = rows[0][1], rows[0][2]
+    load_after = os.getloadavg()
+    wall0 = statistics.median(w for name, w, _, _ in rows if name == local)
+    rate0 = statistics.median(r for name, _, r, _ in rows if name == local)
     print(f"{'build':<36} {'wall s':>7} {'x local':>8} {'images/s':>9} {'x local':>8}")
     for name, wall, rate, _ in rows:
         print(f"{name:<36} {wall:7.1f} {wall / wall0:8.2f} {rate:9.2f} {rate / rate0 if rate0 else 0:8.2f}")
+    wall1 = statistics.median(w for name, w, _, _ in rows if name == ray)
+    rate1 = statistics.median(r for name, _, r, _ in rows if name == ray)
+    print(f"medians of {args.repeats} interleaved runs: --ray / local wall {wall1 / wall0:.2f}x, images/s "
+          f"{rate1 / rate0 if rate0 else 0:.2f}x")  # fmt: skip
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
     for name, _, _, line in rows:
         print(f"{name}: {line}")
 
