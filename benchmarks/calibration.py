@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import time
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -34,14 +33,13 @@ from pathlib import Path
 
 import numpy as np
 from dedup import KINDS
-from dedup import SAME_PICTURE
 from dedup import evaluate
+from dedup import make_collection
 from dedup import variant
 from PIL import Image
 from PIL import ImageFilter
 from PIL import ImageOps
 from realdata import SHARED_PT2
-from realdata import photo_paths
 
 from birder_index.backbone.colour import colour_similarity
 from birder_index.backbone.images import open_upright
@@ -104,22 +102,8 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
 
 
 def make(photos: Path, out: Path, kinds: tuple[str, ...], seed: int = 0) -> dict[str, tuple[str, str]]:
-    """Originals and one variant of each kind per photo in `out`; name -> (family, kind)."""
-    rng, truth = np.random.default_rng(seed), {}
-    out.mkdir(parents=True, exist_ok=True)
-    make_variant = variant if kinds == KINDS else other_variant
-    for path in photo_paths(photos):
-        family = next((f for f in SAME_PICTURE if re.match(f, path.stem)), path.stem)
-        img, _, _ = open_upright(path)
-        img.thumbnail((1600, 1600), Image.Resampling.BICUBIC)
-        img.save(out / f"{path.stem}.png")
-        truth[f"{path.stem}.png"] = (family, "original")
-        for kind in kinds:
-            v, label = make_variant(img, kind, rng)
-            name = f"{path.stem}__{label}.{'png' if kind == 'lossless' else 'jpg'}"
-            v.save(out / name, **({} if kind == "lossless" else {"quality": 95}))
-            truth[name] = (family, kind)
-    return truth
+    """Originals and one variant of each kind per photo in `out` (dedup.py's collection); name -> (family, kind)."""
+    return make_collection(photos, out, seed, kinds=kinds, make_variant=variant if kinds == KINDS else other_variant)
 
 
 @dataclass

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -104,8 +105,12 @@ def variant(img: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Imag
     return img, "lossless"
 
 
-def make_collection(photos: Path, out: Path, seed: int = 0) -> dict[str, tuple[str, str]]:
-    """Originals and variants in `out`; returns name -> (source family, kind)."""
+def make_collection(
+    photos: Path, out: Path, seed: int = 0, *, kinds: tuple[str, ...] = KINDS, make_variant: Any = None
+) -> dict[str, tuple[str, str]]:
+    """Originals and one variant of each kind (`make_variant(img, kind, rng)`, default `variant`) in `out`; returns
+    name -> (source family, kind)."""
+    make_variant = make_variant or variant
     rng = np.random.default_rng(seed)
     truth = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +120,8 @@ def make_collection(photos: Path, out: Path, seed: int = 0) -> dict[str, tuple[s
         img.thumbnail((1600, 1600), Image.Resampling.BICUBIC)  # a camera-sized original keeps this benchmark short
         img.save(out / f"{path.stem}.png")
         truth[f"{path.stem}.png"] = (family, "original")
-        for kind in KINDS:
-            v, label = variant(img, kind, rng)
+        for kind in kinds:
+            v, label = make_variant(img, kind, rng)
             name = f"{path.stem}__{label}.{'png' if kind == 'lossless' else 'jpg'}"
             v.save(out / name, **({} if kind == "lossless" else {"quality": 95}))
             truth[name] = (family, kind)
