@@ -185,8 +185,12 @@ def reindex(
         )
     click.echo(
         f"{report.factory} index of {report.vectors} vectors: trained in {report.train_seconds:.1f}s, filled in "
-        f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; recall@10 {report.recall:.3f} at "
-        f"{report.qps:.0f} queries/s"
+        f"{report.add_seconds:.1f}s, tuned in {report.tune_seconds:.1f}s; "
+        + (  # an index of one vector has no neighbours to measure
+            f"recall@10 {report.recall:.3f} at {report.qps:.0f} queries/s"
+            if report.recall is not None and report.qps is not None
+            else "recall not measured (fewer than 2 vectors)"
+        )
     )
 
 

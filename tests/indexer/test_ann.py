@@ -234,3 +234,14 @@ def test_exact_knn_streams_blocks_to_the_brute_force_answer() -> None:
     expected = ids[np.argsort(-(xq @ xb.T), axis=1)[:, :10]]
     assert np.array_equal(exact_knn(xq, blocks, 10), expected)
     assert np.array_equal(exact_knn(xq, [(ids[:3], xb[:3])], 10)[:, 3:], np.full((50, 7), -1))  # fewer than k
+
+
+def test_reindex_of_a_one_vector_index_says_recall_was_not_measured(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from birder_index.cli import cli
+
+    index_dir = _import(tmp_path, clustered(1, 8))
+    for args in ([], ["--tune-only"]):
+        out = CliRunner().invoke(cli, ["reindex", "--index-dir", str(index_dir), *args])
+        assert out.exit_code == 0 and "recall not measured (fewer than 2 vectors)" in out.output, out.output
