@@ -218,7 +218,7 @@ def plant(path: Path, n: int, d: int, threshold: float, seed: int) -> dict[str, 
     return {"a": src - N_QUERIES, "b": np.arange(base, n), "cos": cos}
 
 
-def run_dedup(n: int, work: Path, threshold: float, *, with_faiss: bool = False) -> dict[str, Any]:
+def run_dedup(n: int, work: Path, threshold: float, *, with_faiss: bool = False, join: str = "auto") -> dict[str, Any]:
     from birder_index.indexer import import_embeddings
 
     d = 512
@@ -244,7 +244,7 @@ def run_dedup(n: int, work: Path, threshold: float, *, with_faiss: bool = False)
             importer.refresh_ann = real
     import_s = time.perf_counter() - t0
     (work / "planted.npy").unlink()
-    out = subprocess.run([sys.executable, __file__, "_dedup_child", str(index_dir), str(threshold)],
+    out = subprocess.run([sys.executable, __file__, "_dedup_child", str(index_dir), str(threshold), join],
                          capture_output=True, text=True, check=True)  # fmt: skip
     child = json.loads(out.stdout.splitlines()[-1])
     found = {(min(a, b), max(a, b)) for a, b in np.load(index_dir / "pairs.npy").tolist()}
@@ -258,10 +258,21 @@ def run_dedup(n: int, work: Path, threshold: float, *, with_faiss: bool = False)
     }  # fmt: skip
 
 
-def dedup_child(index_dir: str, threshold: float) -> None:
+def dedup_child(index_dir: str, threshold: float, join: str) -> None:
+    from birder_index.dedup import find
     from birder_index.dedup import find_duplicates
+    from birder_index.dedup import pairs
     from birder_index.indexer import open_index
+    from birder_index.indexer.index import Index
 
+    if join == "float32":  # the join's products in float32 even where bfloat16 is native: the comparison run
+        pairs.fast_bf16 = lambda device: False
+    stages = {"id_rows": Index.id_rows, "centroids": pairs.train_centroids, "join": pairs.join_cells,
+              "near_pairs": pairs.similar_pairs}  # fmt: skip
+    spent = dict.fromkeys(stages, 0.0)
+    for name, fn in stages.items():
+        owner = Index if name == "id_rows" else find if name == "near_pairs" else pairs
+        setattr(owner, fn.__name__, _timed(fn, spent, name))
     peak = PeakAnon()
     t0 = time.perf_counter()
     with open_index(index_dir) as index:
@@ -269,8 +280,24 @@ def dedup_child(index_dir: str, threshold: float) -> None:
     seconds = time.perf_counter() - t0
     a, b, _ = result.pairs
     np.save(Path(index_dir) / "pairs.npy", np.stack([a, b], 1) if len(a) else np.zeros((0, 2), np.int64))
-    print(json.dumps({"dedup_s": seconds, "pairs": len(a), "groups": len(result.groups),
+    split = {  # similar_pairs = centroids + the assignment pass + the join; the rest of dedup is grouping
+        "ids_s": spent["id_rows"], "centroids_s": spent["centroids"], "join_s": spent["join"],
+        "assign_s": spent["near_pairs"] - spent["centroids"] - spent["join"],
+        "group_s": seconds - spent["near_pairs"] - spent["id_rows"],
+    }  # fmt: skip
+    print(json.dumps({"dedup_s": seconds, **split, "join_products": join, "pairs": len(a), "groups": len(result.groups),
                       "peak_anon_mb": peak.stop(), "vm_hwm_mb": status_mb("VmHWM")}))  # fmt: skip
+
+
+def _timed(fn: Any, spent: dict[str, float], name: str) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - t0
+
+    return timed
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -280,9 +307,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):  # a size run in its own process
         kind, *rest = sys.argv[1:]
         if kind == "_dedup_child":
-            return dedup_child(rest[0], float(rest[1]))
+            return dedup_child(rest[0], float(rest[1]), rest[2])
         result = run_index(int(rest[0]), Path(rest[1])) if kind == "_index" else run_dedup(
-            int(rest[0]), Path(rest[1]), float(rest[2]), with_faiss=rest[3:] == ["faiss"])  # fmt: skip
+            int(rest[0]), Path(rest[1]), float(rest[2]), join=rest[3], with_faiss=rest[4:] == ["faiss"])  # fmt: skip
         print(json.dumps(result))
         return None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -294,13 +321,15 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.995, help="dedup's cosine threshold")
     parser.add_argument("--keep", action="store_true", help="keep the generated files between runs")
     parser.add_argument("--with-faiss", action="store_true", help="dedup: build the FAISS index on import too")
+    parser.add_argument("--join", choices=["auto", "float32"], default="auto",
+                        help="dedup: the join's products (auto: bfloat16, float32 re-check, where native)")  # fmt: skip
     args = parser.parse_args()
     results, failed = [], 0
     for n in args.sizes:
         folder = args.work / f"{args.what}-{n}"
         cmd = [sys.executable, __file__, f"_{args.what}", str(n), str(folder)]
         if args.what == "dedup":
-            cmd += [str(args.threshold), *(["faiss"] if args.with_faiss else [])]
+            cmd += [str(args.threshold), args.join, *(["faiss"] if args.with_faiss else [])]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"{n}: failed\n{done.stderr[-3000:]}", flush=True)

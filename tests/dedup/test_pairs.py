@@ -73,3 +73,39 @@ def test_small_collections_use_one_cell_and_identical_vectors_pair() -> None:
     assert np.all(s >= 1.0 - 1e-6)
     empty = similar_pairs(lambda p: x[p], 0, 0.9)
     assert all(len(v) == 0 for v in empty)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_pairs_within_bfloat16_rounding_of_the_threshold_are_decided_in_float32(
+    monkeypatch: pytest.MonkeyPatch, bf16: bool
+) -> None:
+    """Pairs planted 0.002 above and below the threshold, far inside bfloat16's rounding of a dot product (~0.01):
+    the bfloat16 products only pick candidates, the float32 re-check decides, with float32 scores."""
+    monkeypatch.setattr(pairs, "fast_bf16", lambda device: bf16)
+    monkeypatch.setattr(pairs, "ONE_CELL_MAX", 100)
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((2000, 64)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    targets = 0.95 + np.tile([0.002, -0.002, 0.0005, -0.0005], 50)  # 200 copies, half of them decoys
+    noise = rng.standard_normal((200, 64)).astype(np.float32)
+    noise -= np.einsum("ij,ij->i", noise, base[:200])[:, None] * base[:200]
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    copies = targets[:, None] * base[:200] + np.sqrt(1 - targets[:, None] ** 2) * noise
+    x = np.concatenate([base, copies.astype(np.float32)])
+    a, b, s = similar_pairs(lambda p: x[p], len(x), 0.95)
+    expected = _brute(x, x, 0.95, same=True)
+    assert {(i, 2000 + i) for i in range(0, 200, 2)} <= expected
+    assert not expected & {(i, 2000 + i) for i in range(1, 200, 2)}
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == expected
+    np.testing.assert_allclose(s, np.einsum("ij,ij->i", x[a], x[b]), atol=1e-6)
+
+
+def test_a_low_threshold_scores_in_float32_when_most_pairs_are_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pairs, "fast_bf16", lambda device: True)
+    x = _clustered(500, 8, seed=5)
+    checked = []
+    above = pairs._above
+    monkeypatch.setattr(pairs, "_above", lambda scores, t: checked.append(scores.dtype) or above(scores, t))
+    a, b, _ = similar_pairs(lambda p: x[p], len(x), 0.0)
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == _brute(x, x, 0.0, same=True)
+    assert checked and set(checked) == {pairs.torch.float32}
