@@ -165,6 +165,9 @@ def upsert_indexed(s: Session, paths: Sequence[str], rows: np.ndarray) -> list[i
     return [existing[p] for p in paths]
 
 
+ATTRIBUTE_ROWS = 1 << 16  # rows of `indexed_attributes` turned into arrays at a time
+
+
 def indexed_rows(s: Session) -> tuple[np.ndarray, np.ndarray]:
     """(ids, store rows) of every indexed image, by id."""
     result = s.execute(select(Image.id, Image.vector_row).where(Image.status == INDEXED).order_by(Image.id))
@@ -185,16 +188,25 @@ def vector_rows_by_sha(s: Session) -> dict[str, int]:
 
 
 def indexed_attributes(s: Session) -> dict[str, np.ndarray]:
-    """Columns of every indexed image as arrays, in path order: id, width, height, size, mtime_ns, sha256 (S64)."""
-    result = s.execute(
+    """Columns of every indexed image as arrays, in path order: id, width, height, size, mtime_ns, sha256 (S64).
+
+    Read ATTRIBUTE_ROWS rows at a time into arrays: the rows of 10M images as Python objects alone would take GBs
+    (a 3M-photo dedup peaked at 3.2 GB with them, docs/benchmarks.md#one-machine-1m-3m-10m)."""
+    stmt = (
         select(Image.id, Image.width, Image.height, Image.size, Image.mtime_ns, Image.sha256)
         .where(Image.status == INDEXED)
         .order_by(Image.path)
-    ).all()
-    cols: list[tuple[Any, ...]] = list(zip(*result, strict=True)) if result else [()] * 6
-    ints = [np.array([v if v is not None else -1 for v in col], dtype=np.int64) for col in cols[:5]]
-    sha = np.array([v or "" for v in cols[5]], dtype="S64")
-    return dict(zip(("id", "width", "height", "size", "mtime_ns"), ints, strict=True)) | {"sha256": sha}
+        .execution_options(yield_per=ATTRIBUTE_ROWS)
+    )
+    ints, shas = [], []
+    for part in s.execute(stmt).partitions():
+        values = itertools.chain.from_iterable(row[:5] for row in part)
+        ints.append(np.fromiter((-1 if v is None else v for v in values), np.int64).reshape(-1, 5))
+        shas.append(np.array([row[5] or "" for row in part], dtype="S64"))
+    table = np.concatenate(ints) if ints else np.zeros((0, 5), np.int64)
+    names = ("id", "width", "height", "size", "mtime_ns")
+    columns = {name: table[:, i].copy() for i, name in enumerate(names)}
+    return columns | {"sha256": np.concatenate(shas) if shas else np.zeros(0, "S64")}
 
 
 def counts(s: Session) -> dict[str, int]:

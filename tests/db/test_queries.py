@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from birder_index.db import queries as q
 from birder_index.db.engine import open_database
@@ -10,7 +11,8 @@ from birder_index.db.engine import session_scope
 from birder_index.db.models import MetaKey
 
 
-def test_rows_folders_and_pages(db_url: str) -> None:
+def test_rows_folders_and_pages(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(q, "ATTRIBUTE_ROWS", 2)  # indexed_attributes reads its five rows in three parts
     engine = open_database(db_url, create=True)
     paths = ["a/x.jpg", "a/y.jpg", "a_b/z.jpg", "A/w.jpg", "b/a/v.jpg", "top.jpg"]
     with session_scope(engine) as s:
@@ -49,6 +51,12 @@ def test_rows_folders_and_pages(db_url: str) -> None:
         ids_arr, rows = q.indexed_rows(s)
         assert list(rows) == [0, 1, 2, 3, 4] and list(ids_arr) == sorted(ids_arr)
         assert q.vector_rows_by_sha(s)[f"{3:064x}"] == 3
+        attrs = q.indexed_attributes(s)  # in path order, the failed photo left out
+        in_order = sorted(paths[:5])
+        assert attrs["id"].tolist() == [ids[p] for p in in_order]
+        assert attrs["sha256"].tolist() == [f"{paths.index(p):064x}".encode() for p in in_order]
+        assert attrs["mtime_ns"].tolist() == [100 - paths.index(p) for p in in_order]
+        assert attrs["width"].tolist() == [4] * 5 and attrs["size"].dtype == np.int64
 
 
 def test_imports_labels_predictions_and_marks(db_url: str) -> None:
