@@ -2,12 +2,13 @@
 --ray, local, --ray...: on a shared machine the load moves, and interleaving spreads it over both), then over
 local Ray clusters of 1, 2 and 3 nodes of one CPU each (ray.cluster_utils.Cluster, all on this machine's cores).
 
-    python benchmarks/scale.py --photos DIR --weights MODEL.pt2 [--repeats 2] [--nodes 1 2 3]
+    python benchmarks/scale.py --photos DIR --weights MODEL.pt2 [--repeats 2] [--nodes 1 2 3] [--copies K]
 
 Each run is `birder-index build` in a fresh process on a fresh index folder, as a user runs it; the table gives
 the wall time (Python, model and Ray start-up included) and the summary's images/s (embedding only), each against
 the median of the local builds, then the ratio of the medians of the --ray and local builds, and the load average
-before and after. Needs the ray extra.
+before and after. `--copies K` builds K copies of each photo instead (embed.py's `copies`: new bytes, the same
+pixels), so that Ray's fixed start-up cost is spread over more photos. Needs the ray extra.
 """
 
 from __future__ import annotations
@@ -57,9 +58,17 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=2, help="local and --ray builds, interleaved")
     parser.add_argument("--nodes", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--copies", type=int, default=1, help="build K copies of each photo (new bytes, same pixels)")
     args = parser.parse_args()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    if args.copies > 1:
+        from embed import copies
+        from realdata import photo_paths
+
+        folder = work / "photos"
+        folder.mkdir()
+        args.photos = copies(photo_paths(args.photos), args.copies, folder)
     load_before = os.getloadavg()
     local, ray = "local", "--ray (auto: one node, all cores)"
     rows = []

@@ -166,6 +166,7 @@ def upsert_indexed(s: Session, paths: Sequence[str], rows: np.ndarray) -> list[i
 
 
 ATTRIBUTE_ROWS = 1 << 16  # rows of `indexed_attributes` turned into arrays at a time
+INT_ATTRIBUTES = (Image.id, Image.width, Image.height, Image.size, Image.mtime_ns)
 
 
 def indexed_rows(s: Session) -> tuple[np.ndarray, np.ndarray]:
@@ -188,25 +189,29 @@ def vector_rows_by_sha(s: Session) -> dict[str, int]:
 
 
 def indexed_attributes(s: Session) -> dict[str, np.ndarray]:
-    """Columns of every indexed image as arrays, in path order: id, width, height, size, mtime_ns, sha256 (S64).
+    """Columns of every indexed image as arrays, in path order: id, width, height, size, mtime_ns (-1 where
+    unknown), sha256 (S64, empty where unknown).
 
-    Read ATTRIBUTE_ROWS rows at a time into arrays: the rows of 10M images as Python objects alone would take GBs
-    (a 3M-photo dedup peaked at 3.2 GB with them, docs/benchmarks.md#one-machine-1m-3m-10m)."""
+    Filled ATTRIBUTE_ROWS rows at a time into arrays sized by a count first: the rows of 10M images as Python
+    objects took 3.3 GB at their peak, the arrays take 1 GB (docs/benchmarks.md#one-machine-1m-3m-10m)."""
+    n = s.execute(select(func.count()).select_from(Image).where(Image.status == INDEXED)).scalar_one()
     stmt = (
-        select(Image.id, Image.width, Image.height, Image.size, Image.mtime_ns, Image.sha256)
+        select(*(func.coalesce(c, -1) for c in INT_ATTRIBUTES), func.coalesce(Image.sha256, ""))
         .where(Image.status == INDEXED)
         .order_by(Image.path)
         .execution_options(yield_per=ATTRIBUTE_ROWS)
     )
-    ints, shas = [], []
-    for part in s.execute(stmt).partitions():
-        values = itertools.chain.from_iterable(row[:5] for row in part)
-        ints.append(np.fromiter((-1 if v is None else v for v in values), np.int64).reshape(-1, 5))
-        shas.append(np.array([row[5] or "" for row in part], dtype="S64"))
-    table = np.concatenate(ints) if ints else np.zeros((0, 5), np.int64)
-    names = ("id", "width", "height", "size", "mtime_ns")
-    columns = {name: table[:, i].copy() for i, name in enumerate(names)}
-    return columns | {"sha256": np.concatenate(shas) if shas else np.zeros(0, "S64")}
+    table, sha = np.zeros((n, len(INT_ATTRIBUTES)), np.int64), np.zeros(n, "S64")
+    at = 0
+    for part in s.connection().execute(stmt).partitions():  # Core rows: the ORM's row processing doubled the time
+        end = min(n, at + len(part))  # rows indexed since the count are left out
+        columns = list(zip(*part, strict=True))  # columns as tuples: numpy reads those at C speed
+        for i in range(len(INT_ATTRIBUTES)):
+            table[at:end, i] = np.array(columns[i][: end - at], np.int64)
+        sha[at:end] = np.array(columns[-1][: end - at], "S64")
+        at = end
+    columns = {c.key: table[:at, i] for i, c in enumerate(INT_ATTRIBUTES)}
+    return columns | {"sha256": sha[:at]}
 
 
 def counts(s: Session) -> dict[str, int]:
