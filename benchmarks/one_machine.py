@@ -12,7 +12,9 @@ of 1,000, the median of 3 after a warm-up; and 200 queries one at a time) agains
 prints what `birder-index info` says. `dedup` plants pairs just above the threshold (up to 0.01 above; closer
 for thresholds above 0.98), decoys as far below it, and near-identical copies, imports them into the embedding
 store (without the FAISS index, which dedup does not read, unless --with-faiss), then runs `find_duplicates` in a
-fresh process (threshold 0.995 by default, as `dedup.py scale`).
+fresh process (threshold 0.995 by default, as `dedup.py scale`), timing its stages by wrapping the functions that
+do them (ids, centroids, the assignment pass, the join, grouping). `--join float32` forces float32 products in the
+join where bfloat16 would be used, for the side-by-side comparison.
 
 Peak memory is peak *anonymous* memory: the largest RssAnon of /proc/self/status, sampled every 0.1 s by a
 thread. RssAnon is resident memory less file-backed pages, so the memory-mapped input, embedding store and id
