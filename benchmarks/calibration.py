@@ -209,9 +209,9 @@ class Draw:
     fixed: dict[float, dict[str, float]]  # at the fixed thresholds (default thumbnail bar)
 
 
-def run_draw(c: Collection, rows: np.ndarray, sample: np.ndarray) -> Draw:
+def run_draw(c: Collection, rows: np.ndarray, sample: np.ndarray, fixed_at: tuple[float, ...] = FIXED) -> Draw:
     est = estimate(c.measured.take(sample), precision=0.99)
-    fixed = {t: dedup(c, rows, t, THUMBNAIL_MIN) for t in FIXED}
+    fixed = {t: dedup(c, rows, t, THUMBNAIL_MIN) for t in fixed_at}
     scores = dedup(c, rows, est.threshold, est.thumbnail_min)
     return Draw(est.threshold, est.thumbnail_min, est.duplicates, est.advice, scores, fixed)
 
@@ -239,7 +239,7 @@ def summary(draws: list[Draw], kinds: tuple[str, ...], targets: tuple[str, ...])
 
     lines = [f"calibrated threshold: {stat([d.threshold for d in draws])}"]
     for label, pick in [("calibrated", lambda d: d.scores)] + [
-        (f"fixed {t}", lambda d, t=t: d.fixed[t]) for t in FIXED
+        (f"fixed {t}", lambda d, t=t: d.fixed[t]) for t in draws[0].fixed
     ]:
         lines.append(f"{label}:")
         for key in ["precision", "recall", "purity", *(f"recall_{k}" for k in (*kinds, "crop80"))]:
@@ -263,7 +263,7 @@ def realistic(args: argparse.Namespace) -> None:
     draws = []
     for n in range(args.draws):
         rows = realistic_rows(c, n)
-        d = run_draw(c, rows, c.rows_of_sha_first(rows))
+        d = run_draw(c, rows, c.rows_of_sha_first(rows), tuple(args.fixed))
         draws.append(d)
         print(f"draw {n:>2}: {len(rows)} images  {_row(n, d, TARGETS['quality'])}", flush=True)
     print(summary(draws, KINDS, TARGETS["quality"]))
@@ -278,7 +278,7 @@ def heavy(args: argparse.Namespace) -> None:
     distinct = c.rows_of_sha_first(rows)
     for n in range(args.draws):
         sample = np.sort(np.random.default_rng(n).choice(distinct, min(150, len(distinct)), replace=False))
-        d = run_draw(c, rows, sample)
+        d = run_draw(c, rows, sample, tuple(args.fixed))
         draws.append(d)
         print(f"draw {n:>2}: {_row(n, d, TARGETS[args.set])}", flush=True)
         if n == 0 and d.advice:
@@ -294,6 +294,7 @@ def main() -> None:
         p.add_argument("--photos", type=Path, required=True)
         p.add_argument("--work", type=Path, required=True, help="cache folder (outside the repository)")
         p.add_argument("--draws", type=int, default=40 if name == "realistic" else 10)
+        p.add_argument("--fixed", type=float, nargs="+", default=list(FIXED), help="fixed thresholds measured beside")
     sub.choices["heavy"].add_argument("--set", choices=("quality", "other"), default="quality")
     args = parser.parse_args()
     realistic(args) if args.what == "realistic" else heavy(args)

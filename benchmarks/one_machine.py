@@ -3,6 +3,7 @@
     python benchmarks/one_machine.py index --sizes 1000000 3000000 10000000 --work /big   # 768-d
     python benchmarks/one_machine.py dedup --sizes 1000000 3000000 10000000 --work /big   # 512-d
     python benchmarks/one_machine.py index --sizes 100000 --work /tmp/small               # the path CI tests
+    python benchmarks/one_machine.py index --sizes 3000000 --work /big --hnsw-coarse-from 0  # an alternative rule
 
 Each size runs in a fresh process, so the peak memory is that size's alone. Vectors come from the calibrated
 generator (benchmarks/synthetic.py, benchmarks/dedup.py's GEN), written a chunk at a time straight into a
@@ -119,11 +120,16 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 # -- index ---------------------------------------------------------------------------------------------------------
 
 
-def run_index(n: int, work: Path) -> dict[str, Any]:
-    """One size, in this process: generate, import (timed by stage), search, info."""
+def run_index(n: int, work: Path, hnsw_coarse_from: int | None = None) -> dict[str, Any]:
+    """One size, in this process: generate, import (timed by stage), search, info. `hnsw_coarse_from`: the size
+    from which the rules take an HNSW coarse quantizer (default: theirs), to measure that alternative."""
     from birder_index.indexer import import_embeddings
     from birder_index.indexer import open_index
+    from birder_index.indexer import select
     from birder_index.search import nearest
+
+    if hnsw_coarse_from is not None:
+        select.HNSW_COARSE_MIN = hnsw_coarse_from
 
     d = 768
     work.mkdir(parents=True, exist_ok=True)
@@ -310,7 +316,8 @@ def main() -> None:
         kind, *rest = sys.argv[1:]
         if kind == "_dedup_child":
             return dedup_child(rest[0], float(rest[1]), rest[2])
-        result = run_index(int(rest[0]), Path(rest[1])) if kind == "_index" else run_dedup(
+        hnsw = int(rest[2]) if kind == "_index" and len(rest) > 2 else None
+        result = run_index(int(rest[0]), Path(rest[1]), hnsw) if kind == "_index" else run_dedup(
             int(rest[0]), Path(rest[1]), float(rest[2]), join=rest[3], with_faiss=rest[4:] == ["faiss"])  # fmt: skip
         print(json.dumps(result))
         return None
@@ -323,6 +330,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.995, help="dedup's cosine threshold")
     parser.add_argument("--keep", action="store_true", help="keep the generated files between runs")
     parser.add_argument("--with-faiss", action="store_true", help="dedup: build the FAISS index on import too")
+    parser.add_argument("--hnsw-coarse-from", type=int, help="index: take an HNSW coarse quantizer from this size")
     parser.add_argument("--join", choices=["auto", "float32"], default="auto",
                         help="dedup: the join's products (auto: bfloat16, float32 re-check, where native)")  # fmt: skip
     args = parser.parse_args()
@@ -332,6 +340,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, f"_{args.what}", str(n), str(folder)]
         if args.what == "dedup":
             cmd += [str(args.threshold), args.join, *(["faiss"] if args.with_faiss else [])]
+        elif args.hnsw_coarse_from is not None:
+            cmd.append(str(args.hnsw_coarse_from))
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"{n}: failed\n{done.stderr[-3000:]}", flush=True)

@@ -28,3 +28,5 @@ def test_index_at_a_size_that_takes_the_ivf_path(tmp_path: Path) -> None:
 def test_dedup_finds_every_planted_pair_above_the_threshold_and_no_decoy(tmp_path: Path) -> None:
     row = run("dedup", 30_000, tmp_path)
     assert row["found_above"] == 1.0 and row["found_below"] == 0 and int(row["planted_above"]) > 0  # type: ignore[call-overload]
+    stages = [float(row[k]) for k in ("ids_s", "centroids_s", "assign_s", "join_s", "group_s")]  # type: ignore[arg-type]
+    assert min(stages) >= 0 and stages[3] > 0 and sum(stages) <= float(row["dedup_s"]) + 1e-6  # type: ignore[arg-type]

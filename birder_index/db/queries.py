@@ -193,7 +193,7 @@ def indexed_attributes(s: Session) -> dict[str, np.ndarray]:
     unknown), sha256 (S64, empty where unknown).
 
     Filled ATTRIBUTE_ROWS rows at a time into arrays sized by a count first: the rows of 10M images as Python
-    objects took 3.3 GB at their peak, the arrays take 1 GB (docs/benchmarks.md#one-machine-1m-3m-10m)."""
+    objects took 3.3 GB at their peak, this 1.2 GB (docs/benchmarks.md#one-machine-1m-3m-10m)."""
     n = s.execute(select(func.count()).select_from(Image).where(Image.status == INDEXED)).scalar_one()
     stmt = (
         select(*(func.coalesce(c, -1) for c in INT_ATTRIBUTES), func.coalesce(Image.sha256, ""))
@@ -205,10 +205,10 @@ def indexed_attributes(s: Session) -> dict[str, np.ndarray]:
     at = 0
     for part in s.connection().execute(stmt).partitions():  # Core rows: the ORM's row processing doubled the time
         end = min(n, at + len(part))  # rows indexed since the count are left out
-        columns = list(zip(*part, strict=True))  # columns as tuples: numpy reads those at C speed
+        values = list(zip(*part, strict=True))  # columns as tuples: numpy reads those at C speed
         for i in range(len(INT_ATTRIBUTES)):
-            table[at:end, i] = np.array(columns[i][: end - at], np.int64)
-        sha[at:end] = np.array(columns[-1][: end - at], "S64")
+            table[at:end, i] = np.array(values[i][: end - at], np.int64)
+        sha[at:end] = np.array(values[-1][: end - at], "S64")
         at = end
     columns = {c.key: table[:at, i] for i, c in enumerate(INT_ATTRIBUTES)}
     return columns | {"sha256": sha[:at]}
