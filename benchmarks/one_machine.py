@@ -275,12 +275,12 @@ def dedup_child(index_dir: str, threshold: float, join: str) -> None:
 
     if join == "float32":  # the join's products in float32 even where bfloat16 is native: the comparison run
         pairs.fast_bf16 = lambda device: False
-    stages = {"id_rows": Index.id_rows, "centroids": pairs.train_centroids, "join": pairs.join_cells,
-              "near_pairs": pairs.similar_pairs}  # fmt: skip
+    # stage -> where the function doing it is looked up when called (find.py imports similar_pairs by name)
+    stages = {"ids": (Index, "id_rows"), "centroids": (pairs, "train_centroids"), "join": (pairs, "join_cells"),
+              "similar_pairs": (find, "similar_pairs")}  # fmt: skip
     spent = dict.fromkeys(stages, 0.0)
-    for name, fn in stages.items():
-        owner = Index if name == "id_rows" else find if name == "near_pairs" else pairs
-        setattr(owner, fn.__name__, _timed(fn, spent, name))
+    for stage, (owner, name) in stages.items():
+        setattr(owner, name, _timed(getattr(owner, name), spent, stage))
     peak = PeakAnon()
     t0 = time.perf_counter()
     with open_index(index_dir) as index:
@@ -289,9 +289,9 @@ def dedup_child(index_dir: str, threshold: float, join: str) -> None:
     a, b, _ = result.pairs
     np.save(Path(index_dir) / "pairs.npy", np.stack([a, b], 1) if len(a) else np.zeros((0, 2), np.int64))
     split = {  # similar_pairs = centroids + the assignment pass + the join; the rest of dedup is grouping
-        "ids_s": spent["id_rows"], "centroids_s": spent["centroids"], "join_s": spent["join"],
-        "assign_s": spent["near_pairs"] - spent["centroids"] - spent["join"],
-        "group_s": seconds - spent["near_pairs"] - spent["id_rows"],
+        "ids_s": spent["ids"], "centroids_s": spent["centroids"], "join_s": spent["join"],
+        "assign_s": spent["similar_pairs"] - spent["centroids"] - spent["join"],
+        "group_s": seconds - spent["similar_pairs"] - spent["ids"],
     }  # fmt: skip
     print(json.dumps({"dedup_s": seconds, **split, "join_products": join, "pairs": len(a), "groups": len(result.groups),
                       "peak_anon_mb": peak.stop(), "vm_hwm_mb": status_mb("VmHWM")}))  # fmt: skip
