@@ -4,6 +4,9 @@ draws, and on collections made mostly of duplicates.
     python benchmarks/calibration.py realistic --photos PHOTOS --work DIR [--draws 40]
     python benchmarks/calibration.py heavy --photos PHOTOS --work DIR [--set quality|other] [--draws 10]
 
+`--anchor` and `--floor` try other values of the estimate's two constants (calibrate.DUPLICATE_ANCHOR and
+RECALL_FLOOR), for the sensitivity table in docs/benchmarks.md#calibration.
+
 Each collection is made, indexed with the shared ImageNet encoder and measured once (every image as the
 calibration would measure it: embedded with its 7 calibration variants, colours, thumbnails), all cached under
 DIR (outside the repository); each draw then reruns only the estimate on the measurements of the draw's sample,
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import time
 from dataclasses import asdict
 from dataclasses import dataclass
@@ -295,8 +299,15 @@ def main() -> None:
         p.add_argument("--work", type=Path, required=True, help="cache folder (outside the repository)")
         p.add_argument("--draws", type=int, default=40 if name == "realistic" else 10)
         p.add_argument("--fixed", type=float, nargs="+", default=list(FIXED), help="fixed thresholds measured beside")
+        p.add_argument("--anchor", type=float, help="DUPLICATE_ANCHOR to try instead of the package's")
+        p.add_argument("--floor", type=float, help="RECALL_FLOOR to try instead of the package's")
     sub.choices["heavy"].add_argument("--set", choices=("quality", "other"), default="quality")
     args = parser.parse_args()
+    module = sys.modules["birder_index.dedup.calibrate"]  # the package exports a function of the same name
+    for name, value in (("DUPLICATE_ANCHOR", args.anchor), ("RECALL_FLOOR", args.floor)):
+        if value is not None:
+            setattr(module, name, value)
+    print(f"DUPLICATE_ANCHOR {module.DUPLICATE_ANCHOR}, RECALL_FLOOR {module.RECALL_FLOOR}", flush=True)
     realistic(args) if args.what == "realistic" else heavy(args)
 
 
