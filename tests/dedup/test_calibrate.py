@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
+from birder_index.dedup.calibrate import DUPLICATE_ANCHOR
 from birder_index.dedup.calibrate import MANY_DUPLICATES
+from birder_index.dedup.calibrate import RECALL_FLOOR
 from birder_index.dedup.calibrate import REVIEW_BELOW
 from birder_index.dedup.calibrate import THUMBNAIL_BARS
 from birder_index.dedup.calibrate import VARIANTS
@@ -20,15 +24,31 @@ POS = RNG.uniform(0.85, 1.0, 1000)  # a photo and its variant
 NEG = RNG.uniform(0.0, 0.8, 10_000)  # different photos
 
 
-def test_clean_collection_threshold_separates_the_two() -> None:
+def test_clean_collection_threshold_is_the_recall_floor_where_the_precision_allows_lower() -> None:
     t, reached, duplicates = choose_threshold(POS, NEG, 0.99)
-    assert duplicates == 0
-    assert t <= POS.min() and reached >= 0.99  # every positive, and as many negatives as the precision allows
-    assert _precision(POS, NEG, t) >= 0.99 and _precision(POS, NEG, NEG[t > NEG].max()) < 0.99
-    harder = np.concatenate([NEG, RNG.uniform(0.85, 0.9, 50)])  # 50 different photos as alike as variants
+    assert duplicates == 0 and reached >= 0.99
+    assert t == np.sort(POS)[int(RECALL_FLOOR * len(POS))] > NEG.max()  # every negative lies below: the floor decides
+    assert _precision(POS, NEG, t) == 1.0
+    assert np.mean(np.greater_equal(POS, t)) == pytest.approx(1 - RECALL_FLOOR, abs=0.002)  # the recall it keeps
+    anchor = np.sort(POS)[int(DUPLICATE_ANCHOR * len(POS))]
+    harder = np.concatenate([NEG, RNG.uniform(0.85, anchor, 50)])  # 50 different photos as alike as variants
     t_hard, reached_hard, _ = choose_threshold(POS, harder, 0.99)
-    assert t_hard > 0.88 and reached_hard >= 0.99
-    assert _precision(POS, harder, t_hard) >= 0.99
+    assert t_hard > t and reached_hard >= 0.99 and _precision(POS, harder, t_hard) >= 0.99  # they raise it
+    above = np.concatenate([NEG, RNG.uniform(anchor, 0.95, 50)])  # the limit: as alike as 4 in 5 variants
+    t_above, reached_above, taken = choose_threshold(POS, above, 0.99)
+    assert taken > 40 and reached_above >= 0.99 > _precision(POS, above, t_above)  # taken for duplicates
+
+
+def test_the_floor_keeps_out_near_misses_the_duplicate_correction_would_explain_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    floor = np.sort(POS)[int(RECALL_FLOOR * len(POS))]
+    near = np.full(3, floor - 0.005)  # three pairs of different photos just below the floor
+    negatives = np.concatenate([NEG, np.sort(POS)[1::3], near])  # and 333 pairs of copies, spread as variants are
+    t, reached, _ = choose_threshold(POS, negatives, 0.99)
+    assert t == floor > near.max() and reached >= 0.99
+    monkeypatch.setattr(sys.modules["birder_index.dedup.calibrate"], "RECALL_FLOOR", 0.0)
+    assert choose_threshold(POS, negatives, 0.99)[0] <= near.max()  # without it the copies hide the near misses
 
 
 def test_duplicates_already_in_the_collection_do_not_push_the_threshold_to_one() -> None:
@@ -90,15 +110,15 @@ def _naive(pos: np.ndarray, neg: np.ndarray, precision: float) -> float:
     return 1.0
 
 
-def _measured(photos: int, *, pairs_of_copies: bool, seed: int = 0) -> Measured:
+def _measured(photos: int, *, copies: int = 0, seed: int = 0) -> Measured:
     """Synthetic measurements: unit embeddings, variants close to their photo, one colour for all, thumbnails that
-    tell every photo apart. With `pairs_of_copies`, every odd photo is a near copy of the one before it (the
-    collection's own duplicates, which the thumbnails do not reveal)."""
+    tell every photo apart. With `copies`, the photos come in groups of 1 + `copies`, near copies of the group's
+    first (the collection's own duplicates, which the thumbnails do not reveal)."""
     rng = np.random.default_rng(seed)
     d, k = 32, len(VARIANTS)
     orig = rng.standard_normal((photos, d))
-    if pairs_of_copies:
-        orig[1::2] = orig[0::2] + 0.25 * rng.standard_normal((photos // 2, d))
+    group = np.arange(photos) // (1 + copies) * (1 + copies)
+    orig = np.where((group == np.arange(photos))[:, None], orig, orig[group] + 0.25 * rng.standard_normal((photos, d)))
     orig = orig / np.linalg.norm(orig, axis=1, keepdims=True)
     var = np.repeat(orig, k, axis=0) + 0.25 * rng.standard_normal((photos * k, d))
     var = var / np.linalg.norm(var, axis=1, keepdims=True)
@@ -110,16 +130,16 @@ def _measured(photos: int, *, pairs_of_copies: bool, seed: int = 0) -> Measured:
 
 
 def test_a_sample_full_of_duplicates_says_so_in_one_line() -> None:
-    clean = estimate(_measured(60, pairs_of_copies=False), precision=0.99)
+    clean = estimate(_measured(60), precision=0.99)
     assert clean.duplicates < MANY_DUPLICATES * 60 and clean.advice == ""
-    heavy = estimate(_measured(60, pairs_of_copies=True), precision=0.99)
-    assert heavy.duplicates >= MANY_DUPLICATES * 60  # 30 pairs of copies, as many as one per photo
+    heavy = estimate(_measured(60, copies=3), precision=0.99)
+    assert heavy.duplicates >= MANY_DUPLICATES * 60  # 15 groups of 4 copies: 90 pairs, 1.5 per photo
     assert "\n" not in heavy.advice and f"about {heavy.duplicates} pairs among 60 photos" in heavy.advice
-    assert f"--threshold {np.floor((heavy.threshold - REVIEW_BELOW) * 100) / 100:.2f}" in heavy.advice
+    assert f"--threshold {heavy.threshold - REVIEW_BELOW:.2f}" in heavy.advice
 
 
 def test_taking_a_smaller_sample_keeps_each_photo_with_its_variants() -> None:
-    m = _measured(10, pairs_of_copies=False)
+    m = _measured(10)
     part = m.take(np.array([2, 7]))
     k = len(VARIANTS)
     assert np.array_equal(part.ids, [2, 7]) and np.array_equal(

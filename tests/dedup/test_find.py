@@ -16,6 +16,7 @@ from PIL import Image
 from birder_index.cli import cli
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
+from birder_index.db.models import MetaKey
 from birder_index.dedup.find import DedupResult
 from birder_index.dedup.find import find_duplicates
 from birder_index.dedup.find import near_pairs
@@ -215,6 +216,12 @@ def test_calibration_is_stored_and_reused(dup_photos: Path, tiny_pt: Path) -> No
     assert "estimated recall per variant: downscale" in first.output
     second = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--quiet"])
     assert second.stdout.startswith("stored calibration: threshold ") and not second.stderr
+    with open_index(dup_photos / ".birder-index") as index, session_scope(index.engine) as s:
+        older = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
+        older.pop("estimator")  # as a version before the current estimate stored it
+        q.set_json(s, MetaKey.DEDUP_CALIBRATION, older)
+    again = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--quiet"])
+    assert again.stdout.startswith("calibrated threshold ")  # redone, not reused
     both = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--threshold", "0.9"])
     assert both.exit_code == 1 and "give --threshold or --precision, not both" in both.output
 
