@@ -11,9 +11,11 @@ A collection that already holds duplicates puts some among the "negatives". Pair
 near-identical, straight or mirrored, are copies and leave the negatives. Those scoring above what four in five
 positives reach (DUPLICATE_ANCHOR), the copies included, are taken for such duplicates; a quarter as many again are
 expected below, spread like the positives, and that expected number, less the copies already left out, is
-subtracted from the false positives at every threshold (`choose_threshold`). The threshold never goes below the
-score that 92.5 % of the positives reach (RECALL_FLOOR): that correction could otherwise explain away a real near
-miss there. On a collection without duplicates nothing is subtracted.
+subtracted from the false positives at every threshold (`choose_threshold`). That correction may lower the
+threshold only down to the score that 92.5 % of the positives (those the colour check lets through) reach
+(RECALL_FLOOR): below it, it could explain away a real near miss. On a collection without duplicates nothing is
+subtracted and the floor plays no part. Where the sample seems to hold many duplicates, the output says so, with
+the threshold it would have without the correction, for a collection the user knows to hold few.
 
 Then the thumbnail bar (dedup's second signal, backbone/thumbnail.py): the lowest of THUMBNAIL_BARS at which
 pairs found by either signal still keep the estimated precision, or none (`choose_thumbnail_min`). The threshold
@@ -26,6 +28,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from dataclasses import dataclass
+from dataclasses import fields
 from datetime import UTC
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -69,10 +72,10 @@ COPY_SIDE, COPY_MIN = 32, 0.98
 # ratios, rotations) are less alike than a photo and one variant of it; with it the realistic benchmark's threshold
 # ranged 0.77-0.97 between draws, with 0.2 and RECALL_FLOOR 0.86-0.89 (docs/benchmarks.md#calibration).
 DUPLICATE_ANCHOR = 0.2
-# The threshold is never below the score this share of the positives fails to reach: below it the correction above
-# can explain away a real near miss (two designs of one layout at cosine 0.845 on the realistic benchmark). Chosen
-# on that benchmark: 0.05 loses precision there, 0.1 crops; 0.075 meets every target of the three benchmarks
-# (docs/benchmarks.md#calibration).
+# The correction for duplicates lowers the threshold no further than the score this share of the positives fails
+# to reach: below it the correction can explain away a real near miss (two designs of one layout at cosine 0.845
+# on the realistic benchmark). Chosen on that benchmark: 0.05 loses precision there, 0.1 crops; 0.075 meets every
+# target of the three benchmarks (docs/benchmarks.md#calibration).
 RECALL_FLOOR = 0.075
 # Version of the estimate: a calibration stored by an earlier one is redone, not reused.
 ESTIMATOR = 2
@@ -80,8 +83,9 @@ ESTIMATOR = 2
 # them is approximate there, and the output says so (`many_duplicates`). Measured: 0.28 on the README's 54 photos,
 # 0.37-0.69 on realistic collections, 1.25-1.60 on two made mostly of duplicates (docs/benchmarks.md#calibration).
 MANY_DUPLICATES = 1.0
-# The fixed threshold that line suggests reviewing lies this far below the calibrated one: on both duplicate-heavy
-# benchmarks that keeps the precision at 0.99 or more and finds more rotations (docs/benchmarks.md#calibration).
+# The fixed threshold that line suggests reviewing lies this far below the calibrated one: measured at 0.85 and
+# 0.87 on both duplicate-heavy benchmarks, precision 0.991-0.999, and more rotations found on the one that has
+# them (docs/benchmarks.md#calibration).
 REVIEW_BELOW = 0.02
 
 
@@ -152,12 +156,14 @@ class Calibration:
 
 
 def choose_threshold(
-    pos: np.ndarray, neg: np.ndarray, precision: float, *, copies: np.ndarray | None = None
+    pos: np.ndarray, neg: np.ndarray, precision: float, *, copies: np.ndarray | None = None, correct: bool = True
 ) -> tuple[float, float, float]:
-    """Lowest threshold t, not below the RECALL_FLOOR quantile of the positives, with TP(t) / (TP(t) + FP(t)) >=
-    precision -> (t, the precision reached, the number of duplicates estimated among the negatives beyond the known
-    copies). `pos` holds -inf for pairs the colour check rejects; `copies`: the scores of pairs of sampled photos
-    known to be copies, left out of `neg`."""
+    """Lowest threshold t with TP(t) / (TP(t) + FP(t)) >= precision -> (t, the precision reached, the number of
+    duplicates estimated among the negatives beyond the known copies). FP(t) counts the negatives at t or above,
+    less the duplicates estimated among them; that correction may lower the threshold only down to the RECALL_FLOOR
+    quantile of the positives (a threshold the negatives meet uncorrected is taken wherever it lies). `pos` holds
+    -inf for pairs the colour check rejects; `copies`: the scores of pairs of sampled photos known to be copies,
+    left out of `neg`; `correct=False`: every negative counts (no duplicates estimated among them)."""
     copies = np.zeros(0) if copies is None else copies
     pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
     found = np.sort(pos[np.isfinite(pos)])  # the negatives given are those that pass the colour check too
@@ -168,15 +174,16 @@ def choose_threshold(
     anchor = found[int(DUPLICATE_ANCHOR * len(found))] if len(found) else np.inf
     above = len(neg) - np.searchsorted(neg_sorted, anchor, side="left") + np.count_nonzero(copies >= anchor)
     duplicates = above / max(float(share_found_above(np.array([anchor]))[0]), 1e-9) if above else 0.0
-    duplicates = max(0.0, duplicates - len(copies))  # the known copies are out of `neg` already
+    duplicates = max(0.0, duplicates - len(copies)) if correct else 0.0  # the known copies are out of `neg` already
     candidates = np.unique(np.concatenate([pos, neg]))
     candidates = candidates[np.isfinite(candidates) & (candidates > 0)]  # -inf: a pair the colour check rejects
     tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
-    fp = len(neg) - np.searchsorted(neg_sorted, candidates, side="left")
-    fp = np.maximum(0.0, fp - duplicates * share_found_above(candidates))
+    counted = len(neg) - np.searchsorted(neg_sorted, candidates, side="left")
+    fp = np.maximum(0.0, counted - duplicates * share_found_above(candidates))
     prec = np.where(tp > 0, tp / np.maximum(tp + fp, 1e-9), 0.0)
+    uncorrected = np.where(tp > 0, tp / np.maximum(tp + counted, 1e-9), 0.0)
     floor = found[int(RECALL_FLOOR * len(found))] if len(found) else np.inf
-    ok = np.nonzero((prec >= precision) & (candidates >= floor))[0]
+    ok = np.nonzero((uncorrected >= precision) | ((prec >= precision) & (candidates >= floor)))[0]
     if not len(ok):
         raise BirderIndexError(f"no threshold reaches precision {precision} on this sample; pass --threshold")
     return float(candidates[ok[0]]), float(prec[ok[0]]), float(duplicates)
@@ -283,20 +290,30 @@ def estimate(m: Measured, *, precision: float, colour_min: float = COLOUR_MIN) -
     kinds = np.tile(np.array(list(VARIANTS)), n)
     recall = {kind: float(np.mean(found[kinds == kind])) for kind in VARIANTS}
     duplicates = round(duplicates) + int(copies.sum())
+    advice = ""
+    if duplicates >= MANY_DUPLICATES * n:
+        try:  # were those pairs different photos the model scores alike, the threshold would be this one
+            uncorrected = choose_threshold(pos, neg, precision, copies=copy_scores, correct=False)[0]
+        except BirderIndexError:
+            uncorrected = 1.0
+        advice = many_duplicates(duplicates, n, threshold, uncorrected)
     return Estimate(threshold, with_thumbs if bar else reached, recall, len(pos), len(iu[0]), duplicates, bar,
-                    many_duplicates(duplicates, n, threshold))  # fmt: skip
+                    advice)  # fmt: skip
 
 
-def many_duplicates(duplicates: int, photos: int, threshold: float) -> str:
-    """The line for a sample that holds many duplicates ("" for one that does not)."""
+def many_duplicates(duplicates: int, photos: int, threshold: float, uncorrected: float) -> str:
+    """The line for a sample that holds many duplicates ("" for one that does not); `uncorrected`: the threshold
+    with none of the sample's pairs of photos taken for duplicates."""
     if duplicates < MANY_DUPLICATES * photos:
         return ""
     lower = round(threshold - REVIEW_BELOW, 2)
     return (
-        f"the sample holds many duplicates (about {duplicates} pairs among {photos} photos): the estimate allows "
-        "for them only roughly, and those of its own duplicates that differ more than the variants above (rotations, "
-        "heavier crops) are found less often than their recall says; to find more, review a lower fixed threshold: "
-        f"birder-index dedup --threshold {lower:.2f} --report groups.html"
+        f"the sample holds many duplicates (about {duplicates} pairs among {photos} photos): if the collection does, "
+        "those of its own duplicates that differ more than the variants above (rotations, heavier crops) are found "
+        "less often than their recall says, and a lower fixed threshold finds more (review: birder-index dedup "
+        f"--threshold {lower:.2f} --report groups.html); if it does not, those pairs are different photos the model "
+        f"scores alike, and the threshold without them is {uncorrected:.4f} (birder-index dedup --threshold "
+        f"{uncorrected:.4f})"
     )
 
 
@@ -359,14 +376,16 @@ def measure_sample(
     return measure(images, np.array(ids, np.int64), encoder, progress=progress)
 
 
-def stored_calibration(index: Index, precision: float, *, colour_min: float = COLOUR_MIN) -> Calibration | None:
+def stored_calibration(
+    index: Index, precision: float, *, colour_min: float = COLOUR_MIN, any_estimator: bool = False
+) -> Calibration | None:
     """The calibration an earlier run stored, if it was for this model, precision and colour check, by this
-    ESTIMATOR."""
+    ESTIMATOR (or any, for a reader that could not store a new one: `serve --read-only`)."""
     cal = last_calibration(index)  # one stored before thumbnails: calibrate again, the bar is part of the answer
     if cal is None:
         return None
     ok = cal.model_sha256 == index.model_row().sha256 and abs(cal.precision - precision) < 1e-9
-    ok = ok and abs(cal.colour_min - colour_min) < 1e-9 and cal.estimator == ESTIMATOR
+    ok = ok and abs(cal.colour_min - colour_min) < 1e-9 and (any_estimator or cal.estimator == ESTIMATOR)
     return cal if ok else None
 
 
@@ -375,7 +394,10 @@ def last_calibration(index: Index) -> Calibration | None:
     were part of it)."""
     with session_scope(index.engine) as s:
         data = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
-    return Calibration(**data) if data and "thumbnail_min" in data else None
+    if not data or "thumbnail_min" not in data:
+        return None
+    known = {f.name for f in fields(Calibration)}  # a key a later version added is ignored, not an error
+    return Calibration(**{k: v for k, v in data.items() if k in known})
 
 
 def _sample(index: Index, n: int, seed: int) -> list[tuple[int, str]]:
@@ -423,7 +445,9 @@ def resolve_threshold(
     precision = 0.99 if precision is None else precision
     if against is not None and len(against.id_rows()[0]) > len(index.id_rows()[0]):
         index = against
-    stored = None if recalibrate else stored_calibration(index, precision, colour_min=colour_min)
+    stored = (
+        None if recalibrate else stored_calibration(index, precision, colour_min=colour_min, any_estimator=not store)
+    )
     if stored is not None:
         return stored.threshold, stored, False
     if encoder is None:

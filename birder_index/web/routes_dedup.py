@@ -94,7 +94,8 @@ def _needs_model(state: AppState, body: DedupRun) -> bool:
         return True
     colour_min = 0.0 if body.ignore_colour else COLOUR_MIN
     with state.holder.use() as index:
-        return stored_calibration(index, body.precision or 0.99, colour_min=colour_min) is None
+        stored = stored_calibration(index, body.precision or 0.99, colour_min=colour_min, any_estimator=state.read_only)
+        return stored is None
 
 
 def _summary(session: DedupSession) -> dict[str, Any]:

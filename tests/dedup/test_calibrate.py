@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -17,26 +18,45 @@ from birder_index.dedup.calibrate import Measured
 from birder_index.dedup.calibrate import choose_threshold
 from birder_index.dedup.calibrate import choose_thumbnail_min
 from birder_index.dedup.calibrate import estimate
+from birder_index.dedup.calibrate import many_duplicates
 from birder_index.errors import BirderIndexError
 
 RNG = np.random.default_rng(0)
 POS = RNG.uniform(0.85, 1.0, 1000)  # a photo and its variant
-NEG = RNG.uniform(0.0, 0.8, 10_000)  # different photos
+NEG = RNG.normal(0.3, 0.1, 10_000)  # different photos: a bulk, as real pairs of different photos spread
 
 
-def test_clean_collection_threshold_is_the_recall_floor_where_the_precision_allows_lower() -> None:
+def test_clean_collection_threshold_separates_the_two() -> None:
     t, reached, duplicates = choose_threshold(POS, NEG, 0.99)
     assert duplicates == 0 and reached >= 0.99
-    assert t == np.sort(POS)[int(RECALL_FLOOR * len(POS))] > NEG.max()  # every negative lies below: the floor decides
-    assert _precision(POS, NEG, t) == 1.0
-    assert np.mean(np.greater_equal(POS, t)) == pytest.approx(1 - RECALL_FLOOR, abs=0.002)  # the recall it keeps
+    assert t <= POS.min()  # every positive: the floor bounds only the correction for duplicates, none here
+    assert _precision(POS, NEG, t) >= 0.99 and _precision(POS, NEG, NEG[t > NEG].max()) < 0.99
     anchor = np.sort(POS)[int(DUPLICATE_ANCHOR * len(POS))]
     harder = np.concatenate([NEG, RNG.uniform(0.85, anchor, 50)])  # 50 different photos as alike as variants
     t_hard, reached_hard, _ = choose_threshold(POS, harder, 0.99)
-    assert t_hard > t and reached_hard >= 0.99 and _precision(POS, harder, t_hard) >= 0.99  # they raise it
+    assert t_hard > 0.85 and reached_hard >= 0.99 and _precision(POS, harder, t_hard) >= 0.99  # they raise it
     above = np.concatenate([NEG, RNG.uniform(anchor, 0.95, 50)])  # the limit: as alike as 4 in 5 variants
     t_above, reached_above, taken = choose_threshold(POS, above, 0.99)
     assert taken > 40 and reached_above >= 0.99 > _precision(POS, above, t_above)  # taken for duplicates
+
+
+def test_a_model_spreading_different_photos_widely_is_the_limit_and_the_uncorrected_threshold_its_way_out() -> None:
+    pos = RNG.normal(0.75, 0.12, 1050)  # 150 photos' variants, spread widely
+    neg = RNG.normal(0.45, 0.12, 11_175)  # their pairs, hundreds above the positives' 20th percentile, no copy
+    t, _, duplicates = choose_threshold(pos, neg, 0.99)
+    assert duplicates >= MANY_DUPLICATES * 150 and _precision(pos, neg, t) < 0.9  # taken for duplicates
+    uncorrected, _, _ = choose_threshold(pos, neg, 0.99, correct=False)  # what the many-duplicates line names
+    assert uncorrected > t and _precision(pos, neg, uncorrected) >= 0.985
+
+
+def test_the_collections_copies_below_the_median_positive_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    median = np.median(POS)
+    copies = np.sort(POS)[np.sort(POS) < median][::2]  # 250 copies, as alike as the lower half of the variants
+    t, reached, duplicates = choose_threshold(POS, np.concatenate([NEG, copies]), 0.99)
+    assert duplicates > 150 and reached >= 0.99 and t < median  # the 150 above the 20th percentile, / 0.8
+    monkeypatch.setattr(sys.modules["birder_index.dedup.calibrate"], "DUPLICATE_ANCHOR", 0.5)  # 0.2.0's median
+    t_median, _, counted = choose_threshold(POS, np.concatenate([NEG, copies]), 0.99)
+    assert counted < 20 and t_median > t  # none counted: the copies stood for false pairs and raised it
 
 
 def test_the_floor_keeps_out_near_misses_the_duplicate_correction_would_explain_away(
@@ -82,18 +102,19 @@ def test_the_thumbnail_bar_is_the_lowest_that_keeps_the_precision() -> None:
     pos = POS.copy()
     pos[:100] = RNG.uniform(0.6, 0.8, 100)  # copies the encoder scores low (heavy JPEG of smooth gradients)
     pos_thumb = np.where(np.arange(len(pos)) < 100, 0.999, RNG.uniform(0.5, 1.0, len(pos)))
-    neg_thumb = RNG.uniform(0.0, 0.9, len(NEG))
-    t, _, duplicates = choose_threshold(pos, NEG, 0.99)
+    neg = np.concatenate([NEG, RNG.uniform(0.55, 0.8, 400)])  # different photos of smooth scenes score that high
+    neg_thumb = RNG.uniform(0.0, 0.9, len(neg))
+    t, _, duplicates = choose_threshold(pos, neg, 0.99)
     assert np.mean(pos[:100] >= t) < 0.1  # the low copies cost too many negatives for the embeddings alone
-    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, neg_thumb, t, duplicates=duplicates, precision=0.99)
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, neg, neg_thumb, t, duplicates=duplicates, precision=0.99)
     assert bar == THUMBNAIL_BARS[0] and reached >= 0.99
     smooth = neg_thumb.copy()
     smooth[:30] = 0.987  # different photos of one smooth scene: their thumbnails agree this much
-    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, smooth, t, duplicates=duplicates, precision=0.99)
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, neg, smooth, t, duplicates=duplicates, precision=0.99)
     assert bar == 0.99 and reached >= 0.99  # the lowest bar above them
     alike = neg_thumb.copy()
     alike[:30] = 0.999  # as alike as the copies: no bar keeps the precision, thumbnails stay off
-    bar, reached = choose_thumbnail_min(pos, pos_thumb, NEG, alike, t, duplicates=duplicates, precision=0.99)
+    bar, reached = choose_thumbnail_min(pos, pos_thumb, neg, alike, t, duplicates=duplicates, precision=0.99)
     assert bar == 0.0 and np.isnan(reached)
 
 
@@ -136,6 +157,11 @@ def test_a_sample_full_of_duplicates_says_so_in_one_line() -> None:
     assert heavy.duplicates >= MANY_DUPLICATES * 60  # 15 groups of 4 copies: 90 pairs, 1.5 per photo
     assert "\n" not in heavy.advice and f"about {heavy.duplicates} pairs among 60 photos" in heavy.advice
     assert f"--threshold {heavy.threshold - REVIEW_BELOW:.2f}" in heavy.advice
+    uncorrected = re.search(
+        r"the threshold without them is (\d\.\d{4}) \(birder-index dedup --threshold \1\)", heavy.advice
+    )
+    assert uncorrected and float(uncorrected[1]) > heavy.threshold  # the other reading: every pair a false one
+    assert "--threshold 0.85 " in many_duplicates(200, 100, 0.8668, 0.95)  # rounded: 0.8468 -> 0.85, not 0.84
 
 
 def test_taking_a_smaller_sample_keeps_each_photo_with_its_variants() -> None:

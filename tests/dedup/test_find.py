@@ -17,6 +17,9 @@ from birder_index.cli import cli
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.db.models import MetaKey
+from birder_index.dedup.calibrate import ESTIMATOR
+from birder_index.dedup.calibrate import last_calibration
+from birder_index.dedup.calibrate import resolve_threshold
 from birder_index.dedup.find import DedupResult
 from birder_index.dedup.find import find_duplicates
 from birder_index.dedup.find import near_pairs
@@ -220,8 +223,12 @@ def test_calibration_is_stored_and_reused(dup_photos: Path, tiny_pt: Path) -> No
         older = q.get_json(s, MetaKey.DEDUP_CALIBRATION)
         older.pop("estimator")  # as a version before the current estimate stored it
         q.set_json(s, MetaKey.DEDUP_CALIBRATION, older)
+    with open_index(dup_photos / ".birder-index") as index:  # a reader that cannot store a new one uses it
+        assert resolve_threshold(index, precision=0.9, store=False)[1:] == (last_calibration(index), False)
     again = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--quiet"])
     assert again.stdout.startswith("calibrated threshold ")  # redone, not reused
+    with open_index(dup_photos / ".birder-index") as index:
+        assert last_calibration(index).estimator == ESTIMATOR  # type: ignore[union-attr]
     both = CliRunner().invoke(cli, ["dedup", "--index-dir", index_dir, "--precision", "0.9", "--threshold", "0.9"])
     assert both.exit_code == 1 and "give --threshold or --precision, not both" in both.output
 
