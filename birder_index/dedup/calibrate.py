@@ -171,7 +171,10 @@ def choose_threshold(
     def share_found_above(t: np.ndarray) -> np.ndarray:
         return (len(found) - np.searchsorted(found, t, side="left")) / max(len(found), 1)
 
-    anchor = found[int(DUPLICATE_ANCHOR * len(found))] if len(found) else np.inf
+    def score_missing(share: float) -> float:  # the score that `share` of the positives found falls below
+        return float(found[int(share * len(found))]) if len(found) else np.inf
+
+    anchor = score_missing(DUPLICATE_ANCHOR)
     above = len(neg) - np.searchsorted(neg_sorted, anchor, side="left") + np.count_nonzero(copies >= anchor)
     duplicates = above / max(float(share_found_above(np.array([anchor]))[0]), 1e-9) if above else 0.0
     duplicates = max(0.0, duplicates - len(copies)) if correct else 0.0  # the known copies are out of `neg` already
@@ -182,7 +185,7 @@ def choose_threshold(
     fp = np.maximum(0.0, counted - duplicates * share_found_above(candidates))
     prec = np.where(tp > 0, tp / np.maximum(tp + fp, 1e-9), 0.0)
     uncorrected = np.where(tp > 0, tp / np.maximum(tp + counted, 1e-9), 0.0)
-    floor = found[int(RECALL_FLOOR * len(found))] if len(found) else np.inf
+    floor = score_missing(RECALL_FLOOR)
     ok = np.nonzero((uncorrected >= precision) | ((prec >= precision) & (candidates >= floor)))[0]
     if not len(ok):
         raise BirderIndexError(f"no threshold reaches precision {precision} on this sample; pass --threshold")
@@ -302,10 +305,8 @@ def estimate(m: Measured, *, precision: float, colour_min: float = COLOUR_MIN) -
 
 
 def many_duplicates(duplicates: int, photos: int, threshold: float, uncorrected: float) -> str:
-    """The line for a sample that holds many duplicates ("" for one that does not); `uncorrected`: the threshold
-    with none of the sample's pairs of photos taken for duplicates."""
-    if duplicates < MANY_DUPLICATES * photos:
-        return ""
+    """The line for a sample that holds many duplicates (MANY_DUPLICATES per photo or more, which `estimate`
+    checks); `uncorrected`: the threshold with none of the sample's pairs of photos taken for duplicates."""
     lower = round(threshold - REVIEW_BELOW, 2)
     return (
         f"the sample holds many duplicates (about {duplicates} pairs among {photos} photos): if the collection does, "
