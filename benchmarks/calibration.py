@@ -3,6 +3,7 @@ draws, and on collections made mostly of duplicates.
 
     python benchmarks/calibration.py realistic --photos PHOTOS --work DIR [--draws 40]
     python benchmarks/calibration.py heavy --photos PHOTOS --work DIR [--set quality|other] [--draws 10]
+    python benchmarks/calibration.py spread [--anchor 0.5 --floor 0]   # the limit of a widely spreading model
 
 `--anchor` and `--floor` try other values of the estimate's two constants (calibrate.DUPLICATE_ANCHOR and
 RECALL_FLOOR), for the sensitivity table in docs/benchmarks.md#calibration.
@@ -51,6 +52,7 @@ from birder_index.backbone.thumbnail import thumbnail_match
 from birder_index.db import queries as q
 from birder_index.db.engine import session_scope
 from birder_index.dedup.calibrate import Measured
+from birder_index.dedup.calibrate import choose_threshold
 from birder_index.dedup.calibrate import estimate
 from birder_index.dedup.calibrate import measure
 from birder_index.dedup.find import COLOUR_MIN
@@ -290,17 +292,31 @@ def heavy(args: argparse.Namespace) -> None:
     print(summary(draws, kinds, TARGETS[args.set]))
 
 
+def spread(args: argparse.Namespace) -> None:
+    """The limit of docs/dedup.md: a model that scores different photos widely (synthetic scores, no photos), with
+    the correction for duplicates and without it (the threshold the many-duplicates line names)."""
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(0.75, 0.12, 150 * 7), rng.normal(0.45, 0.12, 150 * 149 // 2)
+    for correct in (True, False):
+        t, reached, duplicates = choose_threshold(pos, neg, 0.99, correct=correct)
+        tp, fp = np.sum(pos >= t), np.sum(neg >= t)
+        print(f"{'corrected' if correct else 'uncorrected'}: threshold {t:.3f}, estimated precision {reached:.3f}, "
+              f"real {tp / (tp + fp):.3f}, duplicates {duplicates:.0f} ({duplicates / 150:.1f} per photo)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("realistic", "heavy"):
+    for name in ("realistic", "heavy", "spread"):
         p = sub.add_parser(name)
+        p.add_argument("--anchor", type=float, help="DUPLICATE_ANCHOR to try instead of the package's")
+        p.add_argument("--floor", type=float, help="RECALL_FLOOR to try instead of the package's")
+        if name == "spread":
+            continue
         p.add_argument("--photos", type=Path, required=True)
         p.add_argument("--work", type=Path, required=True, help="cache folder (outside the repository)")
         p.add_argument("--draws", type=int, default=40 if name == "realistic" else 10)
         p.add_argument("--fixed", type=float, nargs="+", default=list(FIXED), help="fixed thresholds measured beside")
-        p.add_argument("--anchor", type=float, help="DUPLICATE_ANCHOR to try instead of the package's")
-        p.add_argument("--floor", type=float, help="RECALL_FLOOR to try instead of the package's")
     sub.choices["heavy"].add_argument("--set", choices=("quality", "other"), default="quality")
     args = parser.parse_args()
     module = sys.modules["birder_index.dedup.calibrate"]  # the package exports a function of the same name
@@ -308,7 +324,7 @@ def main() -> None:
         if value is not None:
             setattr(module, name, value)
     print(f"DUPLICATE_ANCHOR {module.DUPLICATE_ANCHOR}, RECALL_FLOOR {module.RECALL_FLOOR}", flush=True)
-    realistic(args) if args.what == "realistic" else heavy(args)
+    {"realistic": realistic, "heavy": heavy, "spread": spread}[args.what](args)
 
 
 if __name__ == "__main__":
